@@ -1,0 +1,205 @@
+"""Turning a site's raw table into the schema's columns, matched by name, with a report.
+
+Everything here runs at the site. Errors and reports name the site, the column,
+category levels and counts, never a patient's values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medfl.data._sources import read_site
+from medfl.errors import DataError
+from medfl.spec import Experiment, Schema, Site
+from medfl.spec._models import CategoricalMissing, NumericMissing, UnknownLevelPolicy
+
+MISSING_LEVEL = "__missing__"
+OTHER_LEVEL = "__other__"
+
+
+@dataclass
+class SiteReport:
+    """What happened to a site's rows and columns; counts only."""
+
+    site: str
+    rows_read: int = 0
+    rows_without_outcome: int = 0
+    rows_dropped_missing: int = 0
+    rows: int = 0
+    positives: int = 0
+    dropped_columns: list[str] = field(default_factory=list)
+    missing: dict[str, int] = field(default_factory=dict)
+    unknown_levels: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def negatives(self) -> int:
+        return self.rows - self.positives
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "rowsRead": self.rows_read,
+            "rowsWithoutOutcome": self.rows_without_outcome,
+            "rowsDroppedMissing": self.rows_dropped_missing,
+            "rows": self.rows,
+            "positives": self.positives,
+            "negatives": self.negatives,
+            "droppedColumns": self.dropped_columns,
+            "missing": self.missing,
+            "unknownLevels": self.unknown_levels,
+        }
+
+
+@dataclass
+class SiteTable:
+    """A site's data in the schema's columns: numeric as float, categorical as text."""
+
+    site: str
+    features: pd.DataFrame
+    y: np.ndarray
+    report: SiteReport
+
+
+def as_level(value: Any) -> str | None:
+    """The text of a category value, the same whether it came from CSV or Parquet."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _rename(site: Site, raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, list[str]]:
+    unknown = sorted(set(site.columns) - {*schema.features, schema.target.column})
+    if unknown:
+        raise DataError(
+            f"site {site.name!r}: column mapping names schema column(s) that do not exist: "
+            f"{', '.join(unknown)}",
+            site=site.name,
+        )
+    renamed = raw.rename(columns={v: k for k, v in site.columns.items()})
+    wanted = [schema.target.column, *schema.features]
+    absent = [c for c in wanted if c not in renamed.columns]
+    if absent:
+        shown = [f"{c!r} (mapped from {site.columns[c]!r})" if c in site.columns else repr(c)
+                 for c in absent]
+        raise DataError(
+            f"site {site.name!r}: required column(s) missing: {', '.join(shown)}",
+            site=site.name,
+            column=absent[0],
+        )
+    dropped = [str(c) for c in renamed.columns if c not in wanted]
+    return renamed[wanted], dropped
+
+
+def _outcome(site: str, values: pd.Series, schema: Schema) -> pd.Series:
+    """1.0 / 0.0 per row, NaN where the outcome is missing."""
+    target = schema.target
+    levels = values.map(as_level)
+    if target.positive_above is not None:
+        numbers = pd.to_numeric(levels, errors="coerce")
+        bad = int((numbers.isna() & levels.notna()).sum())
+        if bad:
+            raise DataError(
+                f"site {site!r}: outcome column {target.column!r} has {bad} non-numeric value(s)",
+                site=site, column=target.column,
+            )
+        return (numbers > target.positive_above).astype(float).where(numbers.notna())
+    if target.positive is not None:
+        positive = {as_level(v) for v in target.positive}
+        return levels.isin(positive).astype(float).where(levels.notna())
+    known = {"0": 0.0, "1": 1.0, "FALSE": 0.0, "TRUE": 1.0, "False": 0.0, "True": 1.0}
+    others = sorted(set(levels.dropna()) - set(known))
+    if others:
+        raise DataError(
+            f"site {site!r}: outcome column {target.column!r} has {len(others)} level(s) other "
+            "than 0/1; say which are positive with schema.target.positive or positiveAbove",
+            site=site, column=target.column,
+        )
+    return levels.map(known).astype(float)
+
+
+def _numeric(site: str, frame: pd.DataFrame, schema: Schema) -> None:
+    for column in schema.numeric:
+        values = frame[column]
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = int((numbers.isna() & values.notna()).sum())
+        if bad:
+            raise DataError(
+                f"site {site!r}: numeric column {column!r} has {bad} value(s) that are not numbers",
+                site=site, column=column,
+            )
+        frame[column] = numbers.astype(float)
+
+
+def _categorical(site: Site, frame: pd.DataFrame, schema: Schema, report: SiteReport) -> None:
+    for column in schema.categorical:
+        codes = site.levels.get(column, {})
+        levels = frame[column].map(as_level).map(lambda v, m=codes: m.get(v, v) if v else v)
+        declared = schema.levels.get(column)
+        if declared is not None:
+            unknown = sorted(set(levels.dropna()) - set(declared))
+            if unknown:
+                report.unknown_levels[column] = unknown
+                if schema.unknown_levels is UnknownLevelPolicy.error:
+                    raise DataError(
+                        f"site {site.name!r}: column {column!r} has level(s) the schema does not "
+                        f"declare: {', '.join(map(repr, unknown))} (schema.unknownLevels: error)",
+                        site=site.name, column=column,
+                    )
+                replacement = OTHER_LEVEL if schema.unknown_levels is UnknownLevelPolicy.other else None
+                levels = levels.where(~levels.isin(unknown), replacement)
+        frame[column] = levels.astype(object)
+
+
+def _missing_rows(site: str, frame: pd.DataFrame, schema: Schema, report: SiteReport) -> pd.Series:
+    """Rows to drop for missing features, per the policy; errors for 'error' policies."""
+    policy = schema.missing
+    drop = pd.Series(False, index=frame.index)
+    for column in schema.features:
+        n_missing = int(frame[column].isna().sum())
+        if n_missing:
+            report.missing[column] = n_missing
+        rule = policy.numeric if column in schema.numeric else policy.categorical
+        if n_missing and rule in (NumericMissing.error, CategoricalMissing.error):
+            raise DataError(
+                f"site {site!r}: column {column!r} has {n_missing} missing value(s) "
+                "and the schema's missing policy is 'error'",
+                site=site, column=column,
+            )
+        if rule in (NumericMissing.drop, CategoricalMissing.drop):
+            drop |= frame[column].isna()
+    return drop
+
+
+def prepare_site(site: Site, schema: Schema) -> SiteTable:
+    """Read one site and bring it to the schema; raises DataError naming site and column."""
+    raw = read_site(site)
+    report = SiteReport(site=site.name, rows_read=len(raw))
+    frame, report.dropped_columns = _rename(site, raw, schema)
+    frame = frame.copy()
+    y = _outcome(site.name, frame[schema.target.column], schema)
+    _numeric(site.name, frame, schema)
+    _categorical(site, frame, schema, report)
+    keep = y.notna()
+    report.rows_without_outcome = int((~keep).sum())
+    drop = _missing_rows(site.name, frame[keep], schema, report)
+    report.rows_dropped_missing = int(drop.sum())
+    keep &= ~drop.reindex(frame.index, fill_value=False)
+    features = frame.loc[keep, schema.features].reset_index(drop=True)
+    labels = y[keep].to_numpy(dtype=np.float32)
+    report.rows = len(labels)
+    report.positives = int(labels.sum())
+    return SiteTable(site.name, features, labels, report)
+
+
+def prepare_sites(experiment: Experiment) -> list[SiteTable]:
+    """Every site's table (in this process: the fast engine and `medfl validate`)."""
+    return [prepare_site(site, experiment.data_schema) for site in experiment.sites]

@@ -1,0 +1,46 @@
+"""One tree of user-facing errors, each with the CLI exit code it maps to."""
+
+from __future__ import annotations
+
+
+class MedflError(Exception):
+    """Base of every error medfl raises on purpose; its message is for the user."""
+
+    exit_code = 1
+
+
+class SpecError(MedflError):
+    """The experiment spec is invalid; ``problems`` lists (path, message) pairs."""
+
+    exit_code = 3
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [f"invalid experiment spec{where}:"]
+        lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class DataError(MedflError):
+    """A site's data cannot be used; the message names the site and column."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, site: str | None = None, column: str | None = None) -> None:
+        self.site = site
+        self.column = column
+        super().__init__(message)
+
+
+class TrainingError(MedflError):
+    """Training could not go on (too few sites left, a site failing)."""
+
+    exit_code = 4
+
+
+class RunNotFoundError(MedflError):
+    """A run directory to resume or to predict from is missing or incomplete."""
+
+    exit_code = 3

@@ -1,0 +1,101 @@
+"""Loading a spec from YAML: a bare spec or a whole FederatedExperiment manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from medfl.errors import SpecError
+from medfl.spec._models import CsvSource, Experiment, ParquetSource
+
+API_VERSION = "medfl.io/v1alpha1"
+KIND = "FederatedExperiment"
+
+# Tags of discriminated unions: pydantic puts them in error locations; users never wrote them.
+_UNION_TAGS = {
+    "csv", "parquet", "demo", "logistic", "mlp", "custom",
+    "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad",
+}  # fmt: skip
+_MESSAGES = {"extra_forbidden": "unknown field", "missing": "required field is missing"}
+
+
+def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in _UNION_TAGS and not str(part).startswith("function-"):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems(err: ValidationError, prefix: str) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors(include_url=False):
+        msg = _MESSAGES.get(e["type"], e["msg"]).removeprefix("Value error, ")
+        problems.append((_path(prefix, tuple(e["loc"])), msg))
+    return problems
+
+
+def parse_experiment(doc: Any, source: str = "", base_dir: Path | None = None) -> Experiment:
+    """Validate a parsed document (bare spec or manifest) into an Experiment.
+
+    Relative data paths are resolved against ``base_dir`` (the YAML file's folder).
+    """
+    spec, prefix = _unwrap(doc, source)
+    try:
+        experiment = Experiment.model_validate(spec)
+    except ValidationError as err:
+        raise SpecError(_problems(err, prefix), source) from None
+    return _resolve_paths(experiment, base_dir) if base_dir else experiment
+
+
+def _unwrap(doc: Any, source: str) -> tuple[dict[str, Any], str]:
+    if not isinstance(doc, dict):
+        raise SpecError([("", "expected a mapping at the top level")], source)
+    if "kind" not in doc and "apiVersion" not in doc:
+        return doc, ""
+    problems = []
+    if doc.get("apiVersion") != API_VERSION:
+        problems.append(("apiVersion", f"must be {API_VERSION!r}, got {doc.get('apiVersion')!r}"))
+    if doc.get("kind") != KIND:
+        problems.append(("kind", f"must be {KIND!r}, got {doc.get('kind')!r}"))
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        problems.append(("spec", "required mapping is missing"))
+    if problems:
+        raise SpecError(problems, source)
+    assert isinstance(spec, dict)
+    name = (doc.get("metadata") or {}).get("name")
+    if name and "name" not in spec:
+        spec = {"name": name, **spec}
+    return spec, "spec"
+
+
+def _resolve_paths(experiment: Experiment, base_dir: Path) -> Experiment:
+    sites = []
+    for site in experiment.sites:
+        data = site.data
+        if isinstance(data, CsvSource | ParquetSource) and not Path(data.path).is_absolute():
+            data = data.model_copy(update={"path": str((base_dir / data.path).resolve())})
+        sites.append(site.model_copy(update={"data": data}))
+    return experiment.model_copy(update={"sites": sites})
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([("", f"cannot read the file: {exc.strerror}")], str(path)) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError([("", f"not valid YAML{where}")], str(path)) from None
+    return parse_experiment(doc, str(path), path.parent)

