@@ -1,0 +1,65 @@
+"""The shape of result.json (schemaVersion 1): what every runner returns."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+SCHEMA_VERSION = 1
+Metrics = dict[str, float | None]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class SiteRound(_Out):
+    """One site in one round. status: ok, rejected (update not finite) or failed (raised)."""
+
+    status: Literal["ok", "rejected", "failed"]
+    num_examples: int = 0
+    train_loss: float | None = None
+    steps: int = 0
+    metrics: Metrics = Field(default_factory=dict)
+    validation_examples: int = 0
+    reason: str | None = None
+
+
+class RoundRecord(_Out):
+    round: int
+    metrics: Metrics
+    sites: dict[str, SiteRound]
+    seconds: float = 0.0
+
+
+class SiteEvaluation(_Out):
+    metrics: Metrics
+    num_examples: int
+
+
+class Evaluation(_Out):
+    """Test-split metrics: example-weighted over sites, the plain mean, and per site."""
+
+    metrics: Metrics
+    mean_over_sites: Metrics
+    sites: dict[str, SiteEvaluation]
+
+
+class RunResult(_Out):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    status: Literal["running", "succeeded", "failed"] = "running"
+    error: str | None = None
+    engine: str = "fast"
+    rounds: list[RoundRecord] = Field(default_factory=list)
+    final: Evaluation | None = None
+    baselines: dict[str, Evaluation] = Field(default_factory=dict)
+    sites: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    excluded_sites: dict[str, str] = Field(default_factory=dict)
+    features: list[str] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)

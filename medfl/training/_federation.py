@@ -1,0 +1,198 @@
+"""The server's side of a federated run, independent of how messages travel.
+
+The fast engine hands it an in-process transport; Flower's ServerApp hands it one
+that sends Flower messages. Everything else (who takes part, rejecting updates,
+minSites, aggregation, metrics) is this one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from medfl.data import Preprocessor
+from medfl.errors import DataError, TrainingError
+from medfl.models import initial_model
+from medfl.results._model import Evaluation, RoundRecord, SiteEvaluation, SiteRound
+from medfl.spec import Experiment
+from medfl.training._aggregate import ServerOptimizer, weighted_average
+from medfl.training._local import LocalUpdate, Params, get_params
+from medfl.training._metrics import Metrics, unweighted, weighted
+from medfl.training._site import EmptySiteError, SiteHello, SplitName
+
+log = logging.getLogger("medfl.federation")
+
+
+class SiteFailure(Exception):
+    """A site did not answer a request; ``reason`` is safe to show (no patient values)."""
+
+    def __init__(self, site: str, reason: str) -> None:
+        self.site = site
+        self.reason = reason
+        super().__init__(f"site {site!r}: {reason}")
+
+
+class Transport(Protocol):
+    """How the server reaches the sites. Each call answers per site: a value or the
+    exception that site raised (a DataError, a SiteFailure)."""
+
+    def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]: ...
+
+    def configure(self, preprocessor: Preprocessor) -> None: ...
+
+    def fit(self, server_round: int, params: Params, sites: list[str]) -> dict[
+        str, LocalUpdate | Exception
+    ]: ...
+
+    def evaluate(self, params: Params, split: SplitName, sites: list[str]) -> dict[
+        str, tuple[Metrics, int] | Exception
+    ]: ...
+
+
+@dataclass
+class Checkpoint:
+    """Enough to continue a run after its last finished round."""
+
+    params: Params
+    optimizer: dict[str, object]
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+
+@dataclass
+class Setup:
+    """What is known before round 1."""
+
+    active: list[str]
+    excluded: dict[str, str]
+    hellos: dict[str, SiteHello]
+    preprocessor: Preprocessor
+
+
+RoundHook = Callable[[RoundRecord, Params, ServerOptimizer], None]
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, SiteFailure) else str(exc)
+
+
+class Federation:
+    """Runs the rounds of one experiment over a transport."""
+
+    def __init__(self, experiment: Experiment, transport: Transport) -> None:
+        self.experiment = experiment
+        self.transport = transport
+        self.optimizer = ServerOptimizer(experiment.strategy)
+
+    # --- before round 1 ----------------------------------------------------
+
+    def setup(self, sites: list[str] | None = None) -> Setup:
+        """Ask every site for its aggregates; fail naming the site, or skip empty sites."""
+        names = sites or [s.name for s in self.experiment.sites]
+        answers = self.transport.hello(names)
+        hard = [a for a in answers.values() if isinstance(a, Exception)
+                and not isinstance(a, EmptySiteError)]
+        if hard:
+            raise _combined(hard)
+        excluded = {n: str(a) for n, a in answers.items() if isinstance(a, EmptySiteError)}
+        hellos = {n: a for n, a in answers.items() if isinstance(a, SiteHello)}
+        need = min(self.experiment.min_sites, len(names))
+        if len(hellos) < need:
+            reasons = "; ".join(excluded.values())
+            raise DataError(
+                f"only {len(hellos)} of {len(names)} site(s) have usable data and minSites is "
+                f"{need}: {reasons}"
+            )
+        schema = self.experiment.data_schema
+        preprocessor = Preprocessor.from_summaries(schema, [h.summary for h in hellos.values()])
+        self.transport.configure(preprocessor)
+        return Setup(list(hellos), excluded, hellos, preprocessor)
+
+    def initial_params(self, preprocessor: Preprocessor) -> Params:
+        width = len(preprocessor.feature_names)
+        return get_params(initial_model(self.experiment.model, width, self.experiment.training.seed))
+
+    # --- rounds ------------------------------------------------------------
+
+    def run_rounds(
+        self, setup: Setup, start: Checkpoint, on_round: RoundHook | None = None,
+        min_sites: int | None = None,
+    ) -> Params:
+        """Rounds after those in ``start``; raises TrainingError when too few sites remain."""
+        params = start.params
+        if start.optimizer:
+            self.optimizer.load_state(start.optimizer)
+        need = min(min_sites or self.experiment.min_sites, len(setup.active))
+        for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
+            began = time.perf_counter()
+            params, record = self._round(r, params, setup.active, need)
+            record.seconds = time.perf_counter() - began
+            if on_round:
+                on_round(record, params, self.optimizer)
+        return params
+
+    def _round(
+        self, r: int, params: Params, active: list[str], need: int
+    ) -> tuple[Params, RoundRecord]:
+        sites: dict[str, SiteRound] = {}
+        accepted: list[tuple[Params, int]] = []
+        for name, answer in self.transport.fit(r, params, active).items():
+            sites[name] = _site_round(answer)
+            if sites[name].status == "ok":
+                assert isinstance(answer, LocalUpdate)
+                accepted.append((answer.params, answer.num_examples))
+            else:
+                log.warning("round %d: site %r %s: %s", r, name, sites[name].status,
+                            sites[name].reason)
+        if len(accepted) < need:
+            bad = {n: s.reason for n, s in sites.items() if s.status != "ok"}
+            detail = "; ".join(f"{n}: {why}" for n, why in bad.items())
+            raise TrainingError(
+                f"round {r}: only {len(accepted)} site(s) returned a usable update and "
+                f"minSites is {need} ({detail})"
+            )
+        params = self.optimizer.apply(params, weighted_average(accepted))
+        per_site = []
+        for name, answer in self.transport.evaluate(params, "validation", active).items():
+            if isinstance(answer, Exception):
+                sites[name].reason = sites[name].reason or f"evaluation failed: {_reason(answer)}"
+                continue
+            sites[name].metrics, sites[name].validation_examples = answer
+            per_site.append(answer)
+        return params, RoundRecord(round=r, metrics=weighted(per_site), sites=sites)
+
+    # --- after the last round ---------------------------------------------
+
+    def evaluate(self, params: Params, active: list[str], split: SplitName = "test") -> Evaluation:
+        answers = self.transport.evaluate(params, split, active)
+        sites = {}
+        for name, answer in answers.items():
+            if isinstance(answer, Exception):
+                log.warning("final evaluation: site %r failed: %s", name, _reason(answer))
+                continue
+            sites[name] = SiteEvaluation(metrics=answer[0], num_examples=answer[1])
+        pairs = [(s.metrics, s.num_examples) for s in sites.values()]
+        return Evaluation(
+            metrics=weighted(pairs),
+            mean_over_sites=unweighted([s.metrics for s in sites.values()]),
+            sites=sites,
+        )
+
+
+def _site_round(answer: LocalUpdate | Exception) -> SiteRound:
+    if isinstance(answer, Exception):
+        return SiteRound(status="failed", reason=_reason(answer))
+    loss = answer.loss if answer.problem is None else None
+    status = "ok" if answer.problem is None else "rejected"
+    return SiteRound(status=status, num_examples=answer.num_examples, train_loss=loss,
+                     steps=answer.steps, reason=answer.problem)
+
+
+def _combined(errors: list[Exception]) -> DataError:
+    if len(errors) == 1 and isinstance(errors[0], DataError):
+        return errors[0]
+    first = errors[0]
+    message = "\n".join(str(e) for e in errors)
+    return DataError(message, site=getattr(first, "site", None), column=getattr(first, "column", None))

@@ -1,0 +1,132 @@
+"""Local training and evaluation at one site, framework-free.
+
+Both engines (fast and Flower) call exactly these two functions, so they compute
+the same thing. Parameters travel as a list of numpy arrays in state_dict order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from medfl._seeds import derive_seed
+from medfl.spec import Training
+from medfl.spec._models import FedProx, StrategySpec
+from medfl.training._metrics import Metrics, binary_metrics
+
+Params = list[np.ndarray]
+
+
+@dataclass
+class LocalData:
+    """One split of one site, as tensors."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, x: np.ndarray, y: np.ndarray) -> LocalData:
+        return cls(torch.from_numpy(np.ascontiguousarray(x, np.float32)),
+                   torch.from_numpy(np.ascontiguousarray(y, np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class LocalUpdate:
+    params: Params
+    num_examples: int
+    loss: float
+    steps: int
+    problem: str | None = None  # why the server must reject this update
+
+
+def get_params(model: nn.Module) -> Params:
+    return [t.detach().cpu().numpy().copy() for t in model.state_dict().values()]
+
+
+def set_params(model: nn.Module, params: Params) -> None:
+    keys = list(model.state_dict().keys())
+    if len(keys) != len(params):
+        raise ValueError(f"model has {len(keys)} tensors, got {len(params)}")
+    state = {k: torch.from_numpy(np.asarray(p)).clone() for k, p in zip(keys, params, strict=True)}
+    model.load_state_dict(state, strict=True)
+
+
+def _optimizer(model: nn.Module, cfg: Training) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate,
+                                weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def local_steps(n: int, cfg: Training) -> int:
+    if cfg.local_steps is not None:
+        return cfg.local_steps
+    return max(1, math.ceil(cfg.epochs_or_default * n / cfg.batch_size))
+
+
+def _batches(n: int, steps: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """Successive shuffles of the rows, cut into `steps` batches (the last of an epoch
+    may be short), drawn from a generator seeded for this site and round."""
+    generator = torch.Generator().manual_seed(seed)
+    batches: list[torch.Tensor] = []
+    while len(batches) < steps:
+        order = torch.randperm(n, generator=generator)
+        batches += list(order.split(batch_size))
+    return batches[:steps]
+
+
+def train_local(
+    model: nn.Module,
+    params: Params,
+    data: LocalData,
+    cfg: Training,
+    strategy: StrategySpec,
+    seed: int,
+) -> LocalUpdate:
+    """Train from the global ``params`` on this site's training split."""
+    set_params(model, params)
+    model.train()
+    optimizer = _optimizer(model, cfg)
+    loss_fn = nn.BCEWithLogitsLoss()
+    anchor = [p.detach().clone() for p in model.parameters()]
+    mu = strategy.proximal_mu if isinstance(strategy, FedProx) else 0.0
+    steps = local_steps(len(data), cfg)
+    total = 0.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "dropout"))
+        for step, idx in enumerate(_batches(len(data), steps, cfg.batch_size, seed)):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(data.x[idx]).squeeze(-1), data.y[idx])
+            if mu:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                loss = loss + 0.5 * mu * prox
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                return LocalUpdate(params, len(data), value, step, "local loss is not finite")
+            loss.backward()
+            optimizer.step()
+            total += value
+    new = get_params(model)
+    problem = None if all(np.isfinite(p).all() for p in new) else "update is not finite"
+    return LocalUpdate(new, len(data), total / steps, steps, problem)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, params: Params, data: LocalData, threshold: float) -> Metrics:
+    """Loss and classification metrics of ``params`` on one split."""
+    if len(data) == 0:
+        return {}
+    set_params(model, params)
+    model.eval()
+    logits = model(data.x).squeeze(-1)
+    loss = float(nn.functional.binary_cross_entropy_with_logits(logits, data.y))
+    prob = torch.sigmoid(logits).double().numpy()
+    return binary_metrics(data.y.numpy(), prob, loss, threshold)

@@ -1,0 +1,61 @@
+"""Binary classification metrics; an undefined metric is None, never an exception."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("loss", "accuracy", "auc", "sensitivity", "specificity", "f1")
+Metrics = dict[str, float | None]
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """Mann-Whitney AUC with ties counted half; None when only one class is present."""
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = pd.Series(score).rank(method="average").to_numpy()
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def binary_metrics(y: np.ndarray, prob: np.ndarray, loss: float, threshold: float) -> Metrics:
+    pred = prob >= threshold
+    truth = y == 1
+    tp = float(np.sum(pred & truth))
+    tn = float(np.sum(~pred & ~truth))
+    fp = float(np.sum(pred & ~truth))
+    fn = float(np.sum(~pred & truth))
+    return {
+        "loss": loss if math.isfinite(loss) else None,
+        "accuracy": _ratio(tp + tn, len(y)),
+        "auc": roc_auc(y, prob),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def weighted(per_site: list[tuple[Metrics, int]]) -> Metrics:
+    """Example-weighted mean of each metric over the sites where it is defined."""
+    out: Metrics = {}
+    for name in METRICS:
+        pairs = [(m[name], n) for m, n in per_site if m.get(name) is not None and n > 0]
+        total = sum(n for _, n in pairs)
+        out[name] = sum(v * n for v, n in pairs) / total if total else None  # type: ignore[operator]
+    return out
+
+
+def unweighted(per_site: list[Metrics]) -> Metrics:
+    """Plain mean over sites (FLamby's 'mean over hospitals')."""
+    out: Metrics = {}
+    for name in METRICS:
+        values = [m[name] for m in per_site if m.get(name) is not None]
+        out[name] = sum(values) / len(values) if values else None  # type: ignore[arg-type]
+    return out

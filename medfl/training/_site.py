@@ -1,0 +1,103 @@
+"""What runs at a site: its data stays here; only summaries, parameters and metrics leave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from medfl._seeds import derive_seed
+from medfl.data import (
+    Preprocessor,
+    SiteReport,
+    SiteSummary,
+    SiteTable,
+    prepare_site,
+    stratified_split,
+    summarize,
+)
+from medfl.errors import DataError
+from medfl.models import build_model
+from medfl.spec import Experiment
+from medfl.training._local import LocalData, LocalUpdate, Params, evaluate, train_local
+from medfl.training._metrics import Metrics
+
+SplitName = Literal["train", "validation", "test"]
+
+
+@dataclass
+class SiteHello:
+    """A site's first answer: the aggregates for preprocessing and its data report."""
+
+    summary: SiteSummary
+    report: SiteReport
+
+
+class EmptySiteError(DataError):
+    """A site with no usable training rows: skipped when minSites allows it."""
+
+
+class SiteWorker:
+    """One site's data and the local operations the server may ask for."""
+
+    def __init__(self, experiment: Experiment, name: str, table: SiteTable | None = None) -> None:
+        self.experiment = experiment
+        self.name = name
+        self._table = table
+        self._frames: dict[SplitName, pd.DataFrame] = {}
+        self._labels: dict[SplitName, np.ndarray] = {}
+        self._data: dict[SplitName, LocalData] = {}
+        self._model = None
+
+    def _load(self) -> SiteTable:
+        if self._table is None:
+            site = next(s for s in self.experiment.sites if s.name == self.name)
+            self._table = prepare_site(site, self.experiment.data_schema)
+        return self._table
+
+    def hello(self) -> SiteHello:
+        table = self._load()
+        split = stratified_split(
+            table.y, self.experiment.evaluation.split, self.experiment.training.seed, self.name
+        )
+        for part in ("train", "validation", "test"):
+            idx = getattr(split, part)
+            self._frames[part] = table.features.iloc[idx].reset_index(drop=True)
+            self._labels[part] = table.y[idx]
+        if len(self._labels["train"]) == 0:
+            raise EmptySiteError(
+                f"site {self.name!r}: no training rows ({table.report.rows_read} read, "
+                f"{table.report.rows_without_outcome} without outcome, "
+                f"{table.report.rows_dropped_missing} dropped for missing values)",
+                site=self.name,
+            )
+        schema = self.experiment.data_schema
+        summary = summarize(self.name, self._frames["train"], table.features, schema)
+        return SiteHello(summary, table.report)
+
+    def configure(self, preprocessor: Preprocessor) -> None:
+        for part, frame in self._frames.items():
+            self._data[part] = LocalData.from_numpy(
+                preprocessor.transform(frame), self._labels[part]
+            )
+        self._model = build_model(self.experiment.model, len(preprocessor.feature_names))
+
+    def fit(self, server_round: int, params: Params) -> LocalUpdate:
+        assert self._model is not None, "configure() before fit()"
+        seed = derive_seed(self.experiment.training.seed, self.name, server_round)
+        return train_local(
+            self._model, params, self._data["train"], self.experiment.training,
+            self.experiment.strategy, seed,
+        )
+
+    def evaluate(self, params: Params, split: SplitName) -> tuple[Metrics, int]:
+        assert self._model is not None, "configure() before evaluate()"
+        data = self._data[split]
+        threshold = self.experiment.evaluation.threshold
+        return evaluate(self._model, params, data, threshold), len(data)
+
+    def split_tables(self) -> dict[SplitName, tuple[pd.DataFrame, np.ndarray]]:
+        """This site's split rows; only the in-process pooled baseline reads them."""
+        return {p: (self._frames[p], self._labels[p]) for p in self._frames}
