@@ -10,7 +10,7 @@ from medfl.data._prepare import (
 )
 from medfl.data._preprocess import Preprocessor, SiteSummary, summarize
 from medfl.data._sources import HEART_DISEASE_HOSPITALS, read_heart_disease, read_site
-from medfl.data._split import SplitIndex, stratified_split
+from medfl.data._split import SplitIndex, predefined_split, stratified_split
 
 __all__ = [
     "HEART_DISEASE_HOSPITALS",
@@ -21,6 +21,7 @@ __all__ = [
     "SiteSummary",
     "SiteTable",
     "SplitIndex",
+    "predefined_split",
     "prepare_site",
     "prepare_sites",
     "read_heart_disease",

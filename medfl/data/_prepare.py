@@ -63,6 +63,7 @@ class SiteTable:
     features: pd.DataFrame
     y: np.ndarray
     report: SiteReport
+    split_labels: np.ndarray | None = None  # per row: train / validation / test
 
 
 def as_level(value: Any) -> str | None:
@@ -76,7 +77,9 @@ def as_level(value: Any) -> str | None:
     return str(value).strip()
 
 
-def _rename(site: Site, raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, list[str]]:
+def _rename(
+    site: Site, raw: pd.DataFrame, schema: Schema, split_column: str | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     unknown = sorted(set(site.columns) - {*schema.features, schema.target.column})
     if unknown:
         raise DataError(
@@ -86,10 +89,14 @@ def _rename(site: Site, raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame
         )
     renamed = raw.rename(columns={v: k for k, v in site.columns.items()})
     wanted = [schema.target.column, *schema.features]
+    if split_column:
+        wanted.append(split_column)
     absent = [c for c in wanted if c not in renamed.columns]
     if absent:
-        shown = [f"{c!r} (mapped from {site.columns[c]!r})" if c in site.columns else repr(c)
-                 for c in absent]
+        shown = [
+            f"{c!r} (mapped from {site.columns[c]!r})" if c in site.columns else repr(c)
+            for c in absent
+        ]
         raise DataError(
             f"site {site.name!r}: required column(s) missing: {', '.join(shown)}",
             site=site.name,
@@ -109,7 +116,8 @@ def _outcome(site: str, values: pd.Series, schema: Schema) -> pd.Series:
         if bad:
             raise DataError(
                 f"site {site!r}: outcome column {target.column!r} has {bad} non-numeric value(s)",
-                site=site, column=target.column,
+                site=site,
+                column=target.column,
             )
         return (numbers > target.positive_above).astype(float).where(numbers.notna())
     if target.positive is not None:
@@ -121,7 +129,8 @@ def _outcome(site: str, values: pd.Series, schema: Schema) -> pd.Series:
         raise DataError(
             f"site {site!r}: outcome column {target.column!r} has {len(others)} level(s) other "
             "than 0/1; say which are positive with schema.target.positive or positiveAbove",
-            site=site, column=target.column,
+            site=site,
+            column=target.column,
         )
     return levels.map(known).astype(float)
 
@@ -134,7 +143,8 @@ def _numeric(site: str, frame: pd.DataFrame, schema: Schema) -> None:
         if bad:
             raise DataError(
                 f"site {site!r}: numeric column {column!r} has {bad} value(s) that are not numbers",
-                site=site, column=column,
+                site=site,
+                column=column,
             )
         frame[column] = numbers.astype(float)
 
@@ -152,9 +162,12 @@ def _categorical(site: Site, frame: pd.DataFrame, schema: Schema, report: SiteRe
                     raise DataError(
                         f"site {site.name!r}: column {column!r} has level(s) the schema does not "
                         f"declare: {', '.join(map(repr, unknown))} (schema.unknownLevels: error)",
-                        site=site.name, column=column,
+                        site=site.name,
+                        column=column,
                     )
-                replacement = OTHER_LEVEL if schema.unknown_levels is UnknownLevelPolicy.other else None
+                replacement = (
+                    OTHER_LEVEL if schema.unknown_levels is UnknownLevelPolicy.other else None
+                )
                 levels = levels.where(~levels.isin(unknown), replacement)
         frame[column] = levels.astype(object)
 
@@ -172,18 +185,35 @@ def _missing_rows(site: str, frame: pd.DataFrame, schema: Schema, report: SiteRe
             raise DataError(
                 f"site {site!r}: column {column!r} has {n_missing} missing value(s) "
                 "and the schema's missing policy is 'error'",
-                site=site, column=column,
+                site=site,
+                column=column,
             )
         if rule in (NumericMissing.drop, CategoricalMissing.drop):
             drop |= frame[column].isna()
     return drop
 
 
-def prepare_site(site: Site, schema: Schema) -> SiteTable:
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _split_labels(site: str, values: pd.Series, column: str) -> np.ndarray:
+    labels = values.map(as_level)
+    bad = sorted(set(labels.dropna()) - set(SPLIT_NAMES))
+    if bad or labels.isna().any():
+        raise DataError(
+            f"site {site!r}: split column {column!r} must hold only train/validation/test; "
+            f"found {len(bad)} other level(s) and {int(labels.isna().sum())} missing",
+            site=site,
+            column=column,
+        )
+    return labels.to_numpy(dtype=object)
+
+
+def prepare_site(site: Site, schema: Schema, split_column: str | None = None) -> SiteTable:
     """Read one site and bring it to the schema; raises DataError naming site and column."""
     raw = read_site(site)
     report = SiteReport(site=site.name, rows_read=len(raw))
-    frame, report.dropped_columns = _rename(site, raw, schema)
+    frame, report.dropped_columns = _rename(site, raw, schema, split_column)
     frame = frame.copy()
     y = _outcome(site.name, frame[schema.target.column], schema)
     _numeric(site.name, frame, schema)
@@ -197,9 +227,15 @@ def prepare_site(site: Site, schema: Schema) -> SiteTable:
     labels = y[keep].to_numpy(dtype=np.float32)
     report.rows = len(labels)
     report.positives = int(labels.sum())
-    return SiteTable(site.name, features, labels, report)
+    split = (
+        _split_labels(site.name, frame.loc[keep, split_column], split_column)
+        if split_column
+        else None
+    )
+    return SiteTable(site.name, features, labels, report, split)
 
 
 def prepare_sites(experiment: Experiment) -> list[SiteTable]:
     """Every site's table (in this process: the fast engine and `medfl validate`)."""
-    return [prepare_site(site, experiment.data_schema) for site in experiment.sites]
+    column = experiment.evaluation.split.column
+    return [prepare_site(site, experiment.data_schema, column) for site in experiment.sites]

@@ -42,7 +42,9 @@ class SiteSummary:
         return cls(d["site"], int(d["n"]), numeric, d["levels"])
 
 
-def summarize(site: str, train: pd.DataFrame, everything: pd.DataFrame, schema: Schema) -> SiteSummary:
+def summarize(
+    site: str, train: pd.DataFrame, everything: pd.DataFrame, schema: Schema
+) -> SiteSummary:
     """Statistics from the training rows; level names from all rows (so no split meets
     a level the vocabulary lacks). Levels absent from training are counted 0."""
     summary = SiteSummary(site=site, n=len(train))
@@ -109,7 +111,7 @@ class Preprocessor:
             vocab = self.vocabulary[column]
             levels = frame[column].astype(object).where(frame[column].notna(), None)
             levels = levels.map(lambda v, c=column: self._level(c, v))
-            onehot = (levels.to_numpy()[:, None] == np.array(vocab, dtype=object)[None, :])
+            onehot = levels.to_numpy()[:, None] == np.array(vocab, dtype=object)[None, :]
             blocks.append(onehot.astype(np.float64))
         if not blocks:
             return np.zeros((len(frame), 0), dtype=np.float32)
@@ -144,7 +146,9 @@ class Preprocessor:
         )
 
 
-def _vocabulary(schema: Schema, column: str, counts: dict[str, int]) -> tuple[list[str], str | None]:
+def _vocabulary(
+    schema: Schema, column: str, counts: dict[str, int]
+) -> tuple[list[str], str | None]:
     """The column's levels in a fixed order and the level a missing value becomes."""
     seen_missing = MISSING_LEVEL in counts
     observed = {k: v for k, v in counts.items() if k != MISSING_LEVEL}

@@ -30,3 +30,8 @@ def stratified_split(y: np.ndarray, split: Split, seed: int, site: str) -> Split
         parts["train"].append(idx[n_test + n_val :])
     joined = {k: np.sort(np.concatenate(v)) if v else np.array([], int) for k, v in parts.items()}
     return SplitIndex(**joined)
+
+
+def predefined_split(labels: np.ndarray) -> SplitIndex:
+    """The split a site's own split column gives."""
+    return SplitIndex(*(np.flatnonzero(labels == part) for part in ("train", "validation", "test")))

@@ -249,10 +249,12 @@ StrategySpec = Annotated[
 
 
 class Split(SpecModel):
-    """Per-site stratified split fractions; train is what remains."""
+    """Per-site stratified split fractions; train is what remains. Or, with ``column``,
+    a predefined split: that column's values (train / validation / test) assign the rows."""
 
     validation: float = Field(default=0.15, ge=0, lt=1)
     test: float = Field(default=0.2, ge=0, lt=1)
+    column: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _leaves_training(self) -> Split:
@@ -264,9 +266,7 @@ class Split(SpecModel):
 class Evaluation(SpecModel):
     split: Split = Field(default_factory=Split)
     threshold: float = Field(default=0.5, gt=0, lt=1)
-    baselines: list[Literal["local", "pooled"]] = Field(
-        default_factory=lambda: ["local", "pooled"]
-    )
+    baselines: list[Literal["local", "pooled"]] = Field(default_factory=lambda: ["local", "pooled"])
 
 
 class Task(StrEnum):

@@ -1,7 +1,7 @@
 """Framework-free training: local train/evaluate, aggregation, and the federation loop."""
 
 from medfl.training._aggregate import ServerOptimizer, weighted_average
-from medfl.training._federation import Checkpoint, Federation, SiteFailure, Setup, Transport
+from medfl.training._federation import Checkpoint, Federation, Setup, SiteFailure, Transport
 from medfl.training._inprocess import InProcessTransport
 from medfl.training._local import (
     LocalData,

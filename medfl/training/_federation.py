@@ -43,13 +43,13 @@ class Transport(Protocol):
 
     def configure(self, preprocessor: Preprocessor) -> None: ...
 
-    def fit(self, server_round: int, params: Params, sites: list[str]) -> dict[
-        str, LocalUpdate | Exception
-    ]: ...
+    def fit(
+        self, server_round: int, params: Params, sites: list[str]
+    ) -> dict[str, LocalUpdate | Exception]: ...
 
-    def evaluate(self, params: Params, split: SplitName, sites: list[str]) -> dict[
-        str, tuple[Metrics, int] | Exception
-    ]: ...
+    def evaluate(
+        self, params: Params, split: SplitName, sites: list[str]
+    ) -> dict[str, tuple[Metrics, int] | Exception]: ...
 
 
 @dataclass
@@ -92,8 +92,11 @@ class Federation:
         """Ask every site for its aggregates; fail naming the site, or skip empty sites."""
         names = sites or [s.name for s in self.experiment.sites]
         answers = self.transport.hello(names)
-        hard = [a for a in answers.values() if isinstance(a, Exception)
-                and not isinstance(a, EmptySiteError)]
+        hard = [
+            a
+            for a in answers.values()
+            if isinstance(a, Exception) and not isinstance(a, EmptySiteError)
+        ]
         if hard:
             raise _combined(hard)
         excluded = {n: str(a) for n, a in answers.items() if isinstance(a, EmptySiteError)}
@@ -112,12 +115,17 @@ class Federation:
 
     def initial_params(self, preprocessor: Preprocessor) -> Params:
         width = len(preprocessor.feature_names)
-        return get_params(initial_model(self.experiment.model, width, self.experiment.training.seed))
+        return get_params(
+            initial_model(self.experiment.model, width, self.experiment.training.seed)
+        )
 
     # --- rounds ------------------------------------------------------------
 
     def run_rounds(
-        self, setup: Setup, start: Checkpoint, on_round: RoundHook | None = None,
+        self,
+        setup: Setup,
+        start: Checkpoint,
+        on_round: RoundHook | None = None,
         min_sites: int | None = None,
     ) -> Params:
         """Rounds after those in ``start``; raises TrainingError when too few sites remain."""
@@ -144,8 +152,9 @@ class Federation:
                 assert isinstance(answer, LocalUpdate)
                 accepted.append((answer.params, answer.num_examples))
             else:
-                log.warning("round %d: site %r %s: %s", r, name, sites[name].status,
-                            sites[name].reason)
+                log.warning(
+                    "round %d: site %r %s: %s", r, name, sites[name].status, sites[name].reason
+                )
         if len(accepted) < need:
             bad = {n: s.reason for n, s in sites.items() if s.status != "ok"}
             detail = "; ".join(f"{n}: {why}" for n, why in bad.items())
@@ -186,8 +195,13 @@ def _site_round(answer: LocalUpdate | Exception) -> SiteRound:
         return SiteRound(status="failed", reason=_reason(answer))
     loss = answer.loss if answer.problem is None else None
     status = "ok" if answer.problem is None else "rejected"
-    return SiteRound(status=status, num_examples=answer.num_examples, train_loss=loss,
-                     steps=answer.steps, reason=answer.problem)
+    return SiteRound(
+        status=status,
+        num_examples=answer.num_examples,
+        train_loss=loss,
+        steps=answer.steps,
+        reason=answer.problem,
+    )
 
 
 def _combined(errors: list[Exception]) -> DataError:
@@ -195,4 +209,6 @@ def _combined(errors: list[Exception]) -> DataError:
         return errors[0]
     first = errors[0]
     message = "\n".join(str(e) for e in errors)
-    return DataError(message, site=getattr(first, "site", None), column=getattr(first, "column", None))
+    return DataError(
+        message, site=getattr(first, "site", None), column=getattr(first, "column", None)
+    )

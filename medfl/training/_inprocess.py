@@ -38,12 +38,12 @@ class InProcessTransport:
             if worker._frames:
                 worker.configure(preprocessor)
 
-    def fit(self, server_round: int, params: Params, sites: list[str]) -> dict[
-        str, LocalUpdate | Exception
-    ]:
+    def fit(
+        self, server_round: int, params: Params, sites: list[str]
+    ) -> dict[str, LocalUpdate | Exception]:
         return {n: _ask(n, lambda w=self.workers[n]: w.fit(server_round, params)) for n in sites}
 
-    def evaluate(self, params: Params, split: SplitName, sites: list[str]) -> dict[
-        str, tuple[Metrics, int] | Exception
-    ]:
+    def evaluate(
+        self, params: Params, split: SplitName, sites: list[str]
+    ) -> dict[str, tuple[Metrics, int] | Exception]:
         return {n: _ask(n, lambda w=self.workers[n]: w.evaluate(params, split)) for n in sites}

@@ -30,8 +30,10 @@ class LocalData:
 
     @classmethod
     def from_numpy(cls, x: np.ndarray, y: np.ndarray) -> LocalData:
-        return cls(torch.from_numpy(np.ascontiguousarray(x, np.float32)),
-                   torch.from_numpy(np.ascontiguousarray(y, np.float32)))
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(x, np.float32)),
+            torch.from_numpy(np.ascontiguousarray(y, np.float32)),
+        )
 
     def __len__(self) -> int:
         return len(self.y)
@@ -60,10 +62,15 @@ def set_params(model: nn.Module, params: Params) -> None:
 
 def _optimizer(model: nn.Module, cfg: Training) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate,
-                                weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(
+            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.learning_rate,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
 
 
 def local_steps(n: int, cfg: Training) -> int:

@@ -14,6 +14,7 @@ from medfl.data import (
     SiteReport,
     SiteSummary,
     SiteTable,
+    predefined_split,
     prepare_site,
     stratified_split,
     summarize,
@@ -54,14 +55,18 @@ class SiteWorker:
     def _load(self) -> SiteTable:
         if self._table is None:
             site = next(s for s in self.experiment.sites if s.name == self.name)
-            self._table = prepare_site(site, self.experiment.data_schema)
+            column = self.experiment.evaluation.split.column
+            self._table = prepare_site(site, self.experiment.data_schema, column)
         return self._table
 
     def hello(self) -> SiteHello:
         table = self._load()
-        split = stratified_split(
-            table.y, self.experiment.evaluation.split, self.experiment.training.seed, self.name
-        )
+        if table.split_labels is not None:
+            split = predefined_split(table.split_labels)
+        else:
+            split = stratified_split(
+                table.y, self.experiment.evaluation.split, self.experiment.training.seed, self.name
+            )
         for part in ("train", "validation", "test"):
             idx = getattr(split, part)
             self._frames[part] = table.features.iloc[idx].reset_index(drop=True)
@@ -88,8 +93,12 @@ class SiteWorker:
         assert self._model is not None, "configure() before fit()"
         seed = derive_seed(self.experiment.training.seed, self.name, server_round)
         return train_local(
-            self._model, params, self._data["train"], self.experiment.training,
-            self.experiment.strategy, seed,
+            self._model,
+            params,
+            self._data["train"],
+            self.experiment.training,
+            self.experiment.strategy,
+            seed,
         )
 
     def evaluate(self, params: Params, split: SplitName) -> tuple[Metrics, int]:

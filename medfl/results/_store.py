@@ -1,0 +1,124 @@
+"""A run directory: resolved spec, result.json, checkpoint, model, plots, report.
+
+Every write goes to a temporary file first and is renamed, so a run killed
+mid-write never leaves a torn result.json or checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from medfl.errors import RunNotFoundError
+from medfl.results._model import RoundRecord, RunResult
+from medfl.spec import Experiment, load_experiment
+
+SPEC_FILE = "experiment.yaml"
+RESULT_FILE = "result.json"
+CHECKPOINT_FILE = "checkpoint.npz"
+MODEL_FILE = "model.pt"
+PORTABLE_FILE = "model.npz"
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def new_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = root / f"{name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = root / f"{name}-{stamp}-{suffix}"
+    return path
+
+
+def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def create(self, experiment: Experiment) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(experiment.to_wire(), sort_keys=False)
+        _atomic_write(self.path / SPEC_FILE, lambda f: f.write(text))
+
+    def experiment(self) -> Experiment:
+        spec = self.path / SPEC_FILE
+        if not spec.is_file():
+            raise RunNotFoundError(f"{self.path} is not a medfl run directory (no {SPEC_FILE})")
+        return load_experiment(spec)
+
+    def save_result(self, result: RunResult) -> None:
+        text = result.to_json()
+        _atomic_write(self.path / RESULT_FILE, lambda f: f.write(text))
+
+    def load_result(self) -> RunResult:
+        path = self.path / RESULT_FILE
+        if not path.is_file():
+            raise RunNotFoundError(f"{self.path} has no {RESULT_FILE}")
+        return RunResult.model_validate_json(path.read_text())
+
+    # --- checkpoint -------------------------------------------------------
+
+    def save_checkpoint(self, params: list[np.ndarray], optimizer: dict[str, Any]) -> None:
+        arrays = {f"p{i}": p for i, p in enumerate(params)}
+        arrays |= {f"m{i}": m for i, m in enumerate(optimizer.get("m", []))}
+        arrays |= {f"v{i}": v for i, v in enumerate(optimizer.get("v", []))}
+        arrays["step"] = np.array(optimizer.get("step", 0))
+        _atomic_write(self.path / CHECKPOINT_FILE, lambda f: np.savez(f, **arrays), "wb")
+
+    def load_checkpoint(self) -> tuple[list[np.ndarray], dict[str, Any], list[RoundRecord]]:
+        path = self.path / CHECKPOINT_FILE
+        if not path.is_file():
+            raise RunNotFoundError(f"{self.path} has no checkpoint to resume from")
+        with np.load(path) as data:
+
+            def series(prefix: str) -> list[np.ndarray]:
+                keys = sorted(
+                    (k for k in data.files if k.startswith(prefix) and k[1:].isdigit()),
+                    key=lambda k: int(k[1:]),
+                )
+                return [data[k] for k in keys]
+
+            params, m, v = series("p"), series("m"), series("v")
+            optimizer = {"step": int(data["step"]), "m": m, "v": v}
+        rounds = self.load_result().rounds
+        return params, optimizer, rounds
+
+    # --- model ------------------------------------------------------------
+
+    def save_model(
+        self, params: list[np.ndarray], preprocessing: dict[str, Any], experiment: Experiment
+    ) -> None:
+        import torch  # only the model file needs torch; reading results does not
+
+        meta = {
+            "model": experiment.to_wire()["model"],
+            "preprocessing": preprocessing,
+            "schema": experiment.to_wire()["schema"],
+        }
+        payload = {"params": [torch.from_numpy(p) for p in params], **meta}
+        _atomic_write(self.path / MODEL_FILE, lambda f: torch.save(payload, f), "wb")
+        _atomic_write(
+            self.path / PORTABLE_FILE,
+            lambda f: np.savez(f, **{f"p{i}": p for i, p in enumerate(params)}),
+            "wb",
+        )
+        text = json.dumps(meta, indent=2)
+        _atomic_write(self.path / PREPROCESSING_FILE, lambda f: f.write(text))

@@ -1,0 +1,103 @@
+"""Where an experiment runs (public). The engine is chosen by the type of a small
+config object: ``FastEngine()`` (in-process, the default) or ``FlowerEngine()``
+(Flower's simulation engine on Ray). Both run the same federation code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from medfl.errors import MedflError
+from medfl.results import RunResult, RunStore, new_run_dir, write_outputs
+from medfl.runners._drive import DriveOptions, Progress, drive
+from medfl.spec import Experiment
+
+__all__ = ["FastEngine", "FlowerEngine", "RunOutcome", "run"]
+
+
+@dataclass(frozen=True)
+class FastEngine:
+    """Every site in this process; no Ray start-up."""
+
+    name: str = "fast"
+
+
+@dataclass(frozen=True)
+class FlowerEngine:
+    """Flower's simulation engine: a ServerApp and one ClientApp per site on Ray."""
+
+    num_cpus: int = 2
+    name: str = "flower"
+
+
+Engine = FastEngine | FlowerEngine
+
+
+@dataclass
+class RunOutcome:
+    result: RunResult
+    run_dir: Path
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """Tiny models train faster on one thread, and one thread is bit-reproducible."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _execute(
+    experiment: Experiment, engine: Engine, store: RunStore, options: DriveOptions
+) -> RunResult:
+    if isinstance(engine, FlowerEngine):
+        from medfl.fl import run_flower_simulation
+
+        return run_flower_simulation(experiment, store, options, num_cpus=engine.num_cpus)
+    from medfl.training import InProcessTransport
+
+    with _single_thread():
+        return drive(experiment, InProcessTransport(experiment), store, options)
+
+
+def run(
+    experiment: Experiment | None = None,
+    *,
+    engine: Engine | None = None,
+    out: Path | str | None = None,
+    resume: Path | str | None = None,
+    progress: Progress | None = None,
+    baselines: bool = True,
+) -> RunOutcome:
+    """Run an experiment (or resume the run in ``resume``) and write its run directory.
+
+    Raises a MedflError subclass on bad input or a failed run; the run directory
+    then still holds result.json with status ``failed``, the reason, and every
+    finished round.
+    """
+    engine = engine or FastEngine()
+    if resume is not None:
+        store = RunStore(Path(resume))
+        experiment = store.experiment()
+    elif experiment is None:
+        raise ValueError("give an experiment or a run directory to resume")
+    else:
+        store = RunStore(Path(out) if out else new_run_dir(experiment.name))
+        store.create(experiment)
+    options = DriveOptions(
+        engine=engine.name, resume=resume is not None, baselines=baselines, progress=progress
+    )
+    try:
+        result = _execute(experiment, engine, store, options)
+    except MedflError:
+        write_outputs(store, experiment)
+        raise
+    write_outputs(store, experiment)
+    return RunOutcome(result, store.path)

@@ -1,0 +1,76 @@
+"""Comparison baselines, computed in this process (simulation only): each site alone,
+and all training rows pooled. Both use the federation's preprocessing and the same
+local training budget per round, so the only difference is who trains with whom."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from medfl.data import Preprocessor
+from medfl.results._model import Evaluation, SiteEvaluation
+from medfl.spec import Experiment, FedAvg
+from medfl.training import (
+    Checkpoint,
+    Federation,
+    InProcessTransport,
+    Params,
+    ServerOptimizer,
+    Setup,
+    SiteWorker,
+)
+from medfl.training._metrics import unweighted, weighted
+
+POOLED = "__pooled__"
+
+
+def _train_alone(fed: Federation, name: str, preprocessor: Preprocessor) -> Params:
+    """The experiment's rounds with one site taking part (a fresh server each time)."""
+    fed.optimizer = ServerOptimizer(fed.experiment.strategy)
+    setup = Setup([name], {}, {}, preprocessor)
+    return fed.run_rounds(setup, Checkpoint(fed.initial_params(preprocessor), {}), min_sites=1)
+
+
+def _pooled_worker(experiment: Experiment, workers: dict[str, SiteWorker]) -> SiteWorker:
+    pooled = SiteWorker(experiment, POOLED)
+    for part in ("train", "validation", "test"):
+        tables = [w.split_tables()[part] for w in workers.values()]  # type: ignore[index]
+        pooled._frames[part] = pd.concat([f for f, _ in tables], ignore_index=True)  # type: ignore[index]
+        pooled._labels[part] = np.concatenate([y for _, y in tables])  # type: ignore[index]
+    return pooled
+
+
+def compute_baselines(
+    experiment: Experiment, active: list[str], preprocessor: Preprocessor
+) -> dict[str, Evaluation]:
+    kinds = experiment.evaluation.baselines
+    if not kinds:
+        return {}
+    plain = experiment.model_copy(update={"strategy": FedAvg()})
+    workers = {n: SiteWorker(plain, n) for n in active}
+    for worker in workers.values():
+        worker.hello()
+        worker.configure(preprocessor)
+    fed = Federation(plain, InProcessTransport(plain, workers))
+    out: dict[str, Evaluation] = {}
+    if "local" in kinds:
+        sites = {}
+        for name in active:
+            metrics, n = workers[name].evaluate(_train_alone(fed, name, preprocessor), "test")
+            sites[name] = SiteEvaluation(metrics=metrics, num_examples=n)
+        out["local"] = _evaluation(sites)
+    if "pooled" in kinds:
+        pooled = _pooled_worker(plain, workers)
+        pooled.configure(preprocessor)
+        workers[POOLED] = pooled
+        out["pooled"] = fed.evaluate(_train_alone(fed, POOLED, preprocessor), active)
+    return out
+
+
+def _evaluation(sites: dict[str, SiteEvaluation]) -> Evaluation:
+    pairs = [(s.metrics, s.num_examples) for s in sites.values()]
+    return Evaluation(
+        metrics=weighted(pairs),
+        mean_over_sites=unweighted([s.metrics for s in sites.values()]),
+        sites=sites,
+    )
