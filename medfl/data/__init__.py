@@ -5,6 +5,7 @@ from medfl.data._prepare import (
     OTHER_LEVEL,
     SiteReport,
     SiteTable,
+    conform_features,
     prepare_site,
     prepare_sites,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "SiteTable",
     "SplitIndex",
     "predefined_split",
+    "conform_features",
     "prepare_site",
     "prepare_sites",
     "read_heart_disease",

@@ -239,3 +239,18 @@ def prepare_sites(experiment: Experiment) -> list[SiteTable]:
     """Every site's table (in this process: the fast engine and `medfl validate`)."""
     column = experiment.evaluation.split.column
     return [prepare_site(site, experiment.data_schema, column) for site in experiment.sites]
+
+
+def conform_features(raw: pd.DataFrame, schema: Schema, site: Site) -> pd.DataFrame:
+    """New patients' features in the schema's columns (for scoring; no outcome needed)."""
+    renamed = raw.rename(columns={v: k for k, v in site.columns.items()})
+    absent = [c for c in schema.features if c not in renamed.columns]
+    if absent:
+        raise DataError(
+            f"{site.name}: required column(s) missing: {', '.join(map(repr, absent))}",
+            site=site.name, column=absent[0],
+        )
+    frame = renamed[schema.features].copy()
+    _numeric(site.name, frame, schema)
+    _categorical(site, frame, schema, SiteReport(site=site.name))
+    return frame

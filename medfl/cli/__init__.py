@@ -1,0 +1,89 @@
+"""The ``medfl`` command. Errors map once to exit codes: 0 success, 2 usage,
+3 invalid spec or data, 4 failure during training, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
+from medfl.errors import MedflError
+
+__all__ = ["main"]
+
+EXIT_INTERRUPTED = 130
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2147483647, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from medfl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="medfl", description="Federated learning for medical research."
+    )
+    parser.add_argument("--version", action="version", version=f"medfl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a federated experiment")
+    run.add_argument("file", nargs="?", type=Path, help="experiment YAML (spec or manifest)")
+    run.add_argument("--engine", choices=["fast", "flower"], default="fast",
+                     help="fast: in-process (default); flower: Flower's simulation engine (Ray)")
+    run.add_argument("--backend", choices=["simulation"], default="simulation",
+                     help="where to run (only 'simulation' for now)")
+    run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
+    run.add_argument("--seed", type=_seed, help="override training.seed")
+    run.add_argument("--rounds", type=_positive, help="override training.rounds")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--no-baselines", action="store_true",
+                     help="skip the local-only and pooled comparison baselines")
+    run.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    run.add_argument("--json", action="store_true", help="print result.json to stdout")
+    run.set_defaults(handler=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a spec and every site's data")
+    validate.add_argument("file", type=Path)
+    validate.add_argument("--json", action="store_true", help="print the per-site report as JSON")
+    validate.set_defaults(handler=cmd_validate)
+
+    predict = sub.add_parser("predict", help="score new patients with a finished run's model")
+    predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    predict.add_argument("file", type=Path, metavar="FILE", help="CSV or Parquet of patients")
+    predict.add_argument("--site", help="apply this site's column and level mappings")
+    predict.add_argument("--out", type=Path, help="write CSV here (default: stdout)")
+    predict.set_defaults(handler=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    args = _parser().parse_args(argv)
+    if args.command == "run" and (args.file is None) == (args.resume is None):
+        _parser().error("run: give FILE, or --resume RUN_DIR (not both)")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except MedflError as exc:
+        print(f"medfl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medfl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,134 @@
+"""What each ``medfl`` sub-command does; printing only, the work is in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medfl.errors import DataError
+from medfl.results import REPORT_FILE, RoundRecord, RunResult, RunStore
+from medfl.spec import Experiment, load_experiment
+
+HEADLINE = ("accuracy", "auc", "sensitivity", "specificity", "f1")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _overrides(experiment: Experiment, args: argparse.Namespace) -> Experiment:
+    changes = {}
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.rounds is not None:
+        changes["rounds"] = args.rounds
+    if not changes:
+        return experiment
+    training = experiment.training.model_copy(update=changes)
+    return experiment.model_copy(update={"training": training})
+
+
+def _summary(result: RunResult, run_dir: Path, console: Console) -> None:
+    table = Table(title=f"{result.name}: test-split metrics", title_justify="left")
+    table.add_column("model")
+    for name in HEADLINE:
+        table.add_column(name, justify="right")
+    rows = [("federated", result.final)] + list(result.baselines.items())
+    for label, ev in rows:
+        if ev is not None:
+            table.add_row(label, *(_fmt(ev.metrics.get(m)) for m in HEADLINE))
+    console.print(table)
+    console.print(f"report: {run_dir / REPORT_FILE}\nresults: {run_dir}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from medfl.runners import FastEngine, FlowerEngine, run
+
+    console = Console(stderr=True, quiet=args.quiet)
+    if args.file is not None:
+        experiment = _overrides(load_experiment(args.file), args)
+    else:
+        experiment = RunStore(args.resume).experiment()
+    engine = FlowerEngine() if args.engine == "flower" else FastEngine()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[metrics]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("rounds", total=experiment.training.rounds, metrics="")
+
+        def progress(record: RoundRecord) -> None:
+            shown = ", ".join(f"{m} {_fmt(record.metrics.get(m))}" for m in ("accuracy", "auc"))
+            flagged = [n for n, s in record.sites.items() if s.status != "ok"]
+            note = f" [yellow]flagged: {', '.join(flagged)}[/]" if flagged else ""
+            bar.update(task, completed=record.round, metrics=f"validation {shown}{note}")
+
+        outcome = run(None if args.resume else experiment, engine=engine, out=args.out,
+                      resume=args.resume, progress=progress, baselines=not args.no_baselines)
+    if args.json:
+        print(outcome.result.to_json())
+    _summary(outcome.result, outcome.run_dir, console)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from medfl.training import EmptySiteError, SiteWorker
+
+    experiment = load_experiment(args.file)
+    reports, problems = [], []
+    for site in experiment.sites:
+        try:
+            reports.append(SiteWorker(experiment, site.name).hello().report.to_dict())
+        except DataError as exc:
+            problems.append(exc)
+            if isinstance(exc, EmptySiteError):
+                continue
+    if args.json:
+        print(json.dumps({"sites": reports, "errors": [str(p) for p in problems]}, indent=2))
+    else:
+        _print_reports(reports)
+    if problems:
+        raise DataError("\n".join(str(p) for p in problems))
+    print(f"{args.file}: valid ({len(reports)} site(s))", file=sys.stderr)
+    return 0
+
+
+def _print_reports(reports: list[dict]) -> None:
+    table = Table(title="sites", title_justify="left")
+    for column in ("site", "rows", "positive", "negative", "no outcome", "dropped (missing)",
+                   "missing values", "columns dropped"):
+        table.add_column(column)
+    for r in reports:
+        missing = ", ".join(f"{c} {n}" for c, n in r["missing"].items()) or "-"
+        table.add_row(r["site"], str(r["rows"]), str(r["positives"]), str(r["negatives"]),
+                      str(r["rowsWithoutOutcome"]), str(r["rowsDroppedMissing"]), missing,
+                      ", ".join(r["droppedColumns"]) or "-")
+    Console().print(table)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str)
+    except (OSError, ValueError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot read {path} ({type(exc).__name__})") from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from medfl.predict import predict
+
+    scores = predict(args.run_dir, _read_table(args.file), site=args.site)
+    if args.out:
+        scores.to_csv(args.out, index_label="row")
+        print(f"{len(scores)} prediction(s) written to {args.out}", file=sys.stderr)
+    else:
+        scores.to_csv(sys.stdout, index_label="row")
+    return 0
