@@ -87,7 +87,11 @@ def _rename(
             f"{', '.join(unknown)}",
             site=site.name,
         )
-    renamed = raw.rename(columns={v: k for k, v in site.columns.items()})
+    # A site column spelled like a schema column that the mapping takes from elsewhere
+    # is not that column: drop it, so it neither stands in for nor duplicates the mapped one.
+    shadowed = [c for c in raw.columns if c in site.columns and site.columns[c] != c]
+    to_schema = {v: k for k, v in site.columns.items()}
+    renamed = raw.drop(columns=shadowed).rename(columns=to_schema)
     wanted = [schema.target.column, *schema.features]
     if split_column:
         wanted.append(split_column)
@@ -102,7 +106,7 @@ def _rename(
             site=site.name,
             column=absent[0],
         )
-    dropped = [str(c) for c in renamed.columns if c not in wanted]
+    dropped = [str(c) for c in raw.columns if c in shadowed or to_schema.get(c, c) not in wanted]
     return renamed[wanted], dropped
 
 
@@ -248,7 +252,8 @@ def conform_features(raw: pd.DataFrame, schema: Schema, site: Site) -> pd.DataFr
     if absent:
         raise DataError(
             f"{site.name}: required column(s) missing: {', '.join(map(repr, absent))}",
-            site=site.name, column=absent[0],
+            site=site.name,
+            column=absent[0],
         )
     frame = renamed[schema.features].copy()
     _numeric(site.name, frame, schema)

@@ -64,10 +64,7 @@ def _read_file(site: Site, source: CsvSource | ParquetSource) -> pd.DataFrame:
 def read_site(site: Site) -> pd.DataFrame:
     """The site's raw table, with the site's own column names."""
     source = site.data
-    if isinstance(source, DemoSource):
-        frame = _read_demo(source)
-    else:
-        frame = _read_file(site, source)
+    frame = _read_demo(source) if isinstance(source, DemoSource) else _read_file(site, source)
     if site.na_values:
         frame = frame.replace(list(site.na_values), None)
     return frame

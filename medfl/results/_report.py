@@ -38,7 +38,8 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
         "",
         "## Sites",
         "",
-        "| site | rows | positive | negative | without outcome | dropped (missing) | columns dropped |",
+        "| site | rows | positive | negative | without outcome | dropped (missing) "
+        "| columns dropped |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, rep in result.sites.items():

@@ -49,6 +49,10 @@ def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
         raise
 
 
+def _savez(handle: Any, arrays: dict[str, np.ndarray]) -> None:
+    np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
+
+
 class RunStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -81,7 +85,7 @@ class RunStore:
         arrays |= {f"m{i}": m for i, m in enumerate(optimizer.get("m", []))}
         arrays |= {f"v{i}": v for i, v in enumerate(optimizer.get("v", []))}
         arrays["step"] = np.array(optimizer.get("step", 0))
-        _atomic_write(self.path / CHECKPOINT_FILE, lambda f: np.savez(f, **arrays), "wb")
+        _atomic_write(self.path / CHECKPOINT_FILE, lambda f: _savez(f, arrays), "wb")
 
     def load_checkpoint(self) -> tuple[list[np.ndarray], dict[str, Any], list[RoundRecord]]:
         path = self.path / CHECKPOINT_FILE
@@ -117,7 +121,7 @@ class RunStore:
         _atomic_write(self.path / MODEL_FILE, lambda f: torch.save(payload, f), "wb")
         _atomic_write(
             self.path / PORTABLE_FILE,
-            lambda f: np.savez(f, **{f"p{i}": p for i, p in enumerate(params)}),
+            lambda f: _savez(f, {f"p{i}": p for i, p in enumerate(params)}),
             "wb",
         )
         text = json.dumps(meta, indent=2)

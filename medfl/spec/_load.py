@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,21 @@ _UNION_TAGS = {
     "csv", "parquet", "demo", "logistic", "mlp", "custom",
     "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad",
 }  # fmt: skip
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off as
+    booleans, which would turn ``positive: [yes]`` into ``True`` and match no row."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
 _MESSAGES = {"extra_forbidden": "unknown field", "missing": "required field is missing"}
 
 
@@ -93,7 +109,7 @@ def load_experiment(path: str | Path) -> Experiment:
     except OSError as exc:
         raise SpecError([("", f"cannot read the file: {exc.strerror}")], str(path)) from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

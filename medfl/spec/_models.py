@@ -9,10 +9,25 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _level_text(value: Any) -> Any:
+    """YAML reads ``1``, ``1.0`` and ``TRUE`` as numbers and booleans; a category level
+    is text, spelled as the data reader spells a cell (``medfl.data`` ``as_level``)."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+Level = Annotated[str, BeforeValidator(_level_text)]
 
 
 class SpecModel(BaseModel):
@@ -67,11 +82,11 @@ class Site(SpecModel):
         default_factory=dict,
         description="schema column name -> this site's column name",
     )
-    levels: dict[str, dict[str, str]] = Field(
+    levels: dict[str, dict[Level, Level]] = Field(
         default_factory=dict,
         description="schema column -> {this site's code: schema level}",
     )
-    na_values: list[str] = Field(
+    na_values: list[Level] = Field(
         default_factory=list, description="extra cell values that mean 'missing' at this site"
     )
 
@@ -129,7 +144,7 @@ class Schema(SpecModel):
     target: Target
     numeric: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
-    levels: dict[str, list[str]] = Field(
+    levels: dict[str, list[Level]] = Field(
         default_factory=dict,
         description="declared levels of a categorical column; undeclared: the union of the sites'",
     )
@@ -263,10 +278,14 @@ class Split(SpecModel):
         return self
 
 
+Baseline = Literal["local", "pooled"]
+BASELINES: tuple[Baseline, ...] = ("local", "pooled")
+
+
 class Evaluation(SpecModel):
     split: Split = Field(default_factory=Split)
     threshold: float = Field(default=0.5, gt=0, lt=1)
-    baselines: list[Literal["local", "pooled"]] = Field(default_factory=lambda: ["local", "pooled"])
+    baselines: list[Baseline] = Field(default_factory=lambda: list(BASELINES))
 
 
 class Task(StrEnum):

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from medfl.data import Preprocessor
 from medfl.errors import DataError, TrainingError
@@ -164,12 +164,12 @@ class Federation:
             )
         params = self.optimizer.apply(params, weighted_average(accepted))
         per_site = []
-        for name, answer in self.transport.evaluate(params, "validation", active).items():
-            if isinstance(answer, Exception):
-                sites[name].reason = sites[name].reason or f"evaluation failed: {_reason(answer)}"
+        for name, scored in self.transport.evaluate(params, "validation", active).items():
+            if isinstance(scored, Exception):
+                sites[name].reason = sites[name].reason or f"evaluation failed: {_reason(scored)}"
                 continue
-            sites[name].metrics, sites[name].validation_examples = answer
-            per_site.append(answer)
+            sites[name].metrics, sites[name].validation_examples = scored
+            per_site.append(scored)
         return params, RoundRecord(round=r, metrics=weighted(per_site), sites=sites)
 
     # --- after the last round ---------------------------------------------
@@ -194,7 +194,7 @@ def _site_round(answer: LocalUpdate | Exception) -> SiteRound:
     if isinstance(answer, Exception):
         return SiteRound(status="failed", reason=_reason(answer))
     loss = answer.loss if answer.problem is None else None
-    status = "ok" if answer.problem is None else "rejected"
+    status: Literal["ok", "rejected"] = "ok" if answer.problem is None else "rejected"
     return SiteRound(
         status=status,
         num_examples=answer.num_examples,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from medfl.data import Preprocessor
@@ -41,9 +42,9 @@ class InProcessTransport:
     def fit(
         self, server_round: int, params: Params, sites: list[str]
     ) -> dict[str, LocalUpdate | Exception]:
-        return {n: _ask(n, lambda w=self.workers[n]: w.fit(server_round, params)) for n in sites}
+        return {n: _ask(n, partial(self.workers[n].fit, server_round, params)) for n in sites}
 
     def evaluate(
         self, params: Params, split: SplitName, sites: list[str]
     ) -> dict[str, tuple[Metrics, int] | Exception]:
-        return {n: _ask(n, lambda w=self.workers[n]: w.evaluate(params, split)) for n in sites}
+        return {n: _ask(n, partial(self.workers[n].evaluate, params, split)) for n in sites}

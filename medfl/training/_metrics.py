@@ -48,7 +48,7 @@ def weighted(per_site: list[tuple[Metrics, int]]) -> Metrics:
     for name in METRICS:
         pairs = [(m[name], n) for m, n in per_site if m.get(name) is not None and n > 0]
         total = sum(n for _, n in pairs)
-        out[name] = sum(v * n for v, n in pairs) / total if total else None  # type: ignore[operator]
+        out[name] = sum(float(v) * n for v, n in pairs if v is not None) / total if total else None
     return out
 
 

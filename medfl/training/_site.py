@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from medfl._seeds import derive_seed
 from medfl.data import (
@@ -50,7 +51,7 @@ class SiteWorker:
         self._frames: dict[SplitName, pd.DataFrame] = {}
         self._labels: dict[SplitName, np.ndarray] = {}
         self._data: dict[SplitName, LocalData] = {}
-        self._model = None
+        self._model: nn.Module | None = None
 
     def _load(self) -> SiteTable:
         if self._table is None:

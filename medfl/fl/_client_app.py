@@ -1,0 +1,155 @@
+"""The ClientApp: one site's SiteWorker behind Flower messages.
+
+Ray reuses its actors, and any actor may get any site's message, so workers are
+cached per process by (run, spec, site) and rebuilt on demand: a worker that never
+saw this site's ``configure`` reads the preprocessor the node keeps in its Context
+state and repeats hello + configure, which are deterministic. What a site computes
+is exactly what the fast engine's SiteWorker computes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from medfl.fl import _wire as wire
+from medfl.spec import Experiment, parse_experiment
+from medfl.training import SiteWorker
+
+RUN_CONFIG_KEY = "medfl-experiment"  # where a deployed run carries the spec (JSON)
+_STATE = "medfl"  # the node's Context.state record: the federation's preprocessor
+
+
+@dataclass
+class _Site:
+    worker: SiteWorker
+    said_hello: bool = False
+    preprocessor: str | None = None  # JSON the worker is configured with
+
+
+# Per process (a Ray actor, a SuperNode's app process): parsed specs and site workers.
+_SPECS: dict[str, Experiment] = {}
+_SITES: dict[tuple[int, str, str], _Site] = {}
+
+
+def _experiment(text: str) -> tuple[str, Experiment]:
+    """Parse the spec once per process (the boundary), keyed by its digest."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if digest not in _SPECS:
+        _SPECS.clear()  # one experiment at a time per process
+        _SPECS[digest] = parse_experiment(json.loads(text), "run config")
+    return digest, _SPECS[digest]
+
+
+def _site_name(experiment: Experiment, context: Context) -> str:
+    """A deployed SuperNode may name its site; a simulated one has a partition id."""
+    named = context.node_config.get("site")
+    if named is not None:
+        return str(named)
+    return experiment.sites[int(context.node_config["partition-id"])].name  # type: ignore[call-overload]
+
+
+def _site(spec_text: str, context: Context) -> tuple[str, _Site]:
+    digest, experiment = _experiment(spec_text)
+    name = _site_name(experiment, context)
+    key = (context.run_id, digest, name)
+    if key not in _SITES:
+        for old in [k for k in _SITES if k[:2] != key[:2]]:
+            del _SITES[old]  # a finished run's data must not linger in a reused process
+        _single_thread()
+        _SITES[key] = _Site(SiteWorker(experiment, name))
+    return name, _SITES[key]
+
+
+def _single_thread() -> None:
+    """One torch thread, as the fast engine uses: bit-identical and faster for tiny models."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _ready(site: _Site, context: Context) -> SiteWorker:
+    """The worker, configured with the preprocessor the server sent this node."""
+    record = context.state.config_records.get(_STATE)
+    text = str(record["preprocessor"]) if record is not None else None
+    if text is None:
+        raise RuntimeError("fit/evaluate before the server configured this site")
+    if site.preprocessor != text:
+        if not site.said_hello:
+            site.worker.hello()  # loads and splits this site's data
+            site.said_hello = True
+        site.worker.configure(wire.preprocessor_of(text))
+        site.preprocessor = text
+    return site.worker
+
+
+Handler = Callable[[str, _Site, RecordDict, Context], RecordDict]
+
+
+def _answer(spec_text: str, message: Message, context: Context, handle: Handler) -> Message:
+    """Run one handler; whatever the site raises goes back as data naming the site."""
+    name = f"partition {context.node_config.get('partition-id')}"
+    try:
+        name, site = _site(spec_text, context)
+        content = handle(name, site, message.content, context)
+    except Exception as exc:  # a site's failure is the server's to judge, never a crash
+        content = wire.error_reply(name, exc)
+    return Message(content, reply_to=message)
+
+
+def _hello(name: str, site: _Site, _: RecordDict, context: Context) -> RecordDict:
+    site.said_hello, site.preprocessor = False, None
+    hello = site.worker.hello()
+    site.said_hello = True
+    return wire.hello_reply(name, hello)
+
+
+def _configure(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
+    text = str(wire.config_of(content)["preprocessor"])
+    context.state[_STATE] = ConfigRecord({"preprocessor": text})  # outlives this process
+    _ready(site, context)
+    return wire.reply(name)
+
+
+def _fit(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
+    server_round = int(wire.config_of(content)["server-round"])  # type: ignore[arg-type]
+    update = _ready(site, context).fit(server_round, wire.params_of(content))
+    return wire.update_reply(name, update)
+
+
+def _evaluate(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
+    split = str(wire.config_of(content)["split"])
+    metrics, n = _ready(site, context).evaluate(wire.params_of(content), split)  # type: ignore[arg-type]
+    return wire.evaluation_reply(name, metrics, n)
+
+
+def make_client_app(spec_text: str | None = None) -> ClientApp:
+    """The ClientApp for one experiment (its spec as JSON), or, without one, for the
+    spec a deployed run carries in its run config under ``medfl-experiment``."""
+    app = ClientApp()
+
+    def spec(context: Context) -> str:
+        return spec_text if spec_text is not None else str(context.run_config[RUN_CONFIG_KEY])
+
+    @app.query("hello")
+    def hello(message: Message, context: Context) -> Message:
+        return _answer(spec(context), message, context, _hello)
+
+    @app.query("configure")
+    def configure(message: Message, context: Context) -> Message:
+        return _answer(spec(context), message, context, _configure)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        return _answer(spec(context), message, context, _fit)
+
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        return _answer(spec(context), message, context, _evaluate)
+
+    return app

@@ -1,0 +1,209 @@
+"""GridTransport: the federation loop's Transport, carried by Flower messages.
+
+The first hello goes to every node Flower has; each reply names its site, which
+maps node ids to site names for the rest of the run. Answers come back in the
+order the sites were asked for (aggregation sums in that order, so both engines
+add the same floats in the same order). A site that does not answer within the
+timeout becomes a SiteFailure, so a dead site ends the run (or is outvoted, as
+minSites allows) instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+from medfl.data import Preprocessor
+from medfl.errors import MedflError, TrainingError
+from medfl.fl import _wire as wire
+from medfl.spec import Experiment
+from medfl.training import LocalUpdate, Metrics, Params, SiteFailure, SiteHello
+from medfl.training._site import SplitName
+
+T = TypeVar("T")
+_POLL_SECONDS = 0.01  # between pulls: a round costs two exchanges, keep the wait short
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait. ``startup`` covers the first contact (Ray and the apps start,
+    sites read their data); ``reply`` every later request, training included."""
+
+    startup: float = 180.0
+    reply: float = 600.0
+
+
+class StopSignal:
+    """Set from outside the ServerApp's thread when the engine is gone: a transport
+    waiting for replies gives up at once, with the reason, instead of timing out."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = "the Flower engine stopped before the run finished"
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> None:
+        self._event.wait(seconds)
+
+
+class GridTransport:
+    """Sends hello / configure / fit / evaluate to the sites' Flower nodes."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        experiment: Experiment,
+        timeouts: Timeouts | None = None,
+        stop: StopSignal | None = None,
+    ) -> None:
+        self.grid = grid
+        self.experiment = experiment
+        self.timeouts = timeouts or Timeouts()
+        self.stop = stop or StopSignal()
+        self.nodes: dict[str, int] = {}  # site name -> node id, learnt from hello replies
+
+    # --- Transport ------------------------------------------------------------
+
+    def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]:
+        nodes = self._wait_for_nodes(len(self.experiment.sites))
+        requests = {node: RecordDict() for node in nodes}
+        replies, lost = self._exchange(wire.HELLO, requests, self.timeouts.startup)
+        answers: dict[str, SiteHello | Exception] = {}
+        for node, message in replies.items():
+            site = wire.site_of(message.content) if message.has_content() else None
+            if site is None:  # unattributable (a Flower-level error): reported below
+                lost.append(_flower_error(message))
+                continue
+            self.nodes[site] = node
+            answers[site] = _decode(site, message, wire.hello_of)
+        missing = "; ".join(dict.fromkeys(lost)) or "no reply"
+        return {s: answers[s] if s in answers else SiteFailure(s, missing) for s in sites}
+
+    def configure(self, preprocessor: Preprocessor) -> None:
+        """Sent to every site that said hello. A site that cannot apply it fails the
+        run here, before round 1 (its own MedflError as is)."""
+        text = wire.preprocessor_text(preprocessor)
+        answers = self._ask(
+            list(self.nodes), wire.CONFIGURE, lambda: wire.request(preprocessor=text)
+        )
+        for site, answer in answers.items():
+            failed = _decoded(site, answer, lambda _: None)
+            if isinstance(failed, MedflError):
+                raise failed
+            if isinstance(failed, Exception):
+                raise TrainingError(f"site {site!r} could not be configured: {_reason(failed)}")
+
+    def fit(
+        self, server_round: int, params: Params, sites: list[str]
+    ) -> dict[str, LocalUpdate | Exception]:
+        answers = self._ask(
+            sites,
+            wire.FIT,
+            lambda: wire.request(params, **{"server-round": server_round}),
+            group=str(server_round),
+        )
+        return {s: _decoded(s, a, wire.update_of) for s, a in answers.items()}
+
+    def evaluate(
+        self, params: Params, split: SplitName, sites: list[str]
+    ) -> dict[str, tuple[Metrics, int] | Exception]:
+        answers = self._ask(sites, wire.EVALUATE, lambda: wire.request(params, split=split))
+        return {s: _decoded(s, a, wire.evaluation_of) for s, a in answers.items()}
+
+    # --- messages -------------------------------------------------------------
+
+    def _ask(
+        self,
+        sites: list[str],
+        message_type: str,
+        content: Callable[[], RecordDict],
+        group: str = "",
+    ) -> dict[str, Message | Exception]:
+        """One request per site (each its own RecordDict); answers in ``sites`` order."""
+        known = [s for s in sites if s in self.nodes]
+        requests = {self.nodes[s]: content() for s in known}
+        replies, _ = self._exchange(message_type, requests, self.timeouts.reply, group)
+        answers: dict[str, Message | Exception] = {}
+        for site in sites:
+            node = self.nodes.get(site)
+            if node is None:
+                answers[site] = SiteFailure(site, "never answered hello")
+            elif node not in replies:
+                answers[site] = SiteFailure(site, f"no reply within {self.timeouts.reply:g} s")
+            else:
+                answers[site] = replies[node]
+        return answers
+
+    def _exchange(
+        self, message_type: str, requests: Mapping[int, RecordDict], timeout: float, group: str = ""
+    ) -> tuple[dict[int, Message], list[str]]:
+        """Push, then pull until every node answered, the deadline passed or the engine
+        stopped. Returns the replies by node, and why any are missing."""
+        messages = [
+            Message(content, node, message_type, group_id=group)
+            for node, content in requests.items()
+        ]
+        pending = {mid for mid in self.grid.push_messages(messages) if mid}
+        replies: dict[int, Message] = {}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline and not self.stop.is_set():
+            for message in self.grid.pull_messages(list(pending)):
+                pending.discard(message.metadata.reply_to_message_id)
+                replies[message.metadata.src_node_id] = message
+            if pending:
+                self.stop.wait(_POLL_SECONDS)
+        if self.stop.is_set():
+            raise TrainingError(self.stop.reason)
+        return replies, [f"no reply within {timeout:g} s"] if len(replies) < len(requests) else []
+
+    def _wait_for_nodes(self, count: int) -> list[int]:
+        """Simulated nodes register while the ServerApp is already running."""
+        deadline = time.monotonic() + self.timeouts.startup
+        while True:
+            nodes = sorted(self.grid.get_node_ids())
+            if len(nodes) >= count:
+                return nodes
+            if self.stop.is_set():
+                raise TrainingError(self.stop.reason)
+            if time.monotonic() >= deadline:
+                raise TrainingError(
+                    f"only {len(nodes)} of {count} Flower node(s) connected within "
+                    f"{self.timeouts.startup:g} s"
+                )
+            self.stop.wait(0.05)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, SiteFailure) else str(exc)
+
+
+def _flower_error(message: Message) -> str:
+    if message.has_error():
+        return f"Flower error {message.error.code}: {message.error.reason}"
+    return "a reply that names no site"
+
+
+def _decode(site: str, message: Message, read: Callable[[RecordDict], T]) -> T | Exception:
+    """A reply's value, or the exception it carries (the site's own, or Flower's)."""
+    if message.has_error():
+        return SiteFailure(site, _flower_error(message))
+    return wire.error_of(site, message.content) or read(message.content)
+
+
+def _decoded(
+    site: str, answer: Message | Exception, read: Callable[[RecordDict], T]
+) -> T | Exception:
+    return answer if isinstance(answer, Exception) else _decode(site, answer, read)

@@ -1,0 +1,184 @@
+"""How medfl's values travel in Flower messages, both directions, in one place.
+
+The ClientApp encodes what a SiteWorker returns; GridTransport decodes it into the
+very objects the in-process transport hands the federation loop. Every reply names
+its site, so the server can map Flower node ids to site names.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, MetricRecord, RecordDict
+
+from medfl.data import Preprocessor, SiteReport, SiteSummary
+from medfl.errors import DataError, MedflError, TrainingError
+from medfl.training import EmptySiteError, LocalUpdate, Metrics, Params, SiteFailure, SiteHello
+
+# Message types: Flower routes "<category>.<action>" to the handler registered for it.
+HELLO = "query.hello"
+CONFIGURE = "query.configure"
+FIT = "train"
+EVALUATE = "evaluate"
+
+_SITE = "medfl"  # ConfigRecord in every reply: which site answered
+_ERROR = "error"  # ConfigRecord in a reply whose site raised
+_PARAMS = "params"
+_CONFIG = "config"
+
+# Errors a site may raise on purpose, rebuilt as the same type at the server.
+_SITE_ERRORS: dict[str, type[DataError]] = {
+    "EmptySiteError": EmptySiteError,
+    "DataError": DataError,
+}
+
+
+# --- parameters and requests --------------------------------------------------
+
+
+def params_record(params: Params) -> ArrayRecord:
+    """Arrays in order, dtype and bytes kept (np.save inside): no float32/64 drift."""
+    return ArrayRecord(numpy_ndarrays=[np.asarray(p) for p in params])
+
+
+def params_of(content: RecordDict) -> Params:
+    return content.array_records[_PARAMS].to_numpy_ndarrays()
+
+
+def request(params: Params | None = None, **config: str | int) -> RecordDict:
+    content = RecordDict()
+    if params is not None:
+        content[_PARAMS] = params_record(params)
+    content[_CONFIG] = ConfigRecord(dict(config))
+    return content
+
+
+def config_of(content: RecordDict) -> ConfigRecord:
+    return content.config_records[_CONFIG]
+
+
+# --- replies ------------------------------------------------------------------
+
+
+def reply(site: str, **records: ArrayRecord | ConfigRecord | MetricRecord) -> RecordDict:
+    content = RecordDict()
+    content[_SITE] = ConfigRecord({"site": site})
+    for name, record in records.items():
+        content[name] = record
+    return content
+
+
+def site_of(content: RecordDict) -> str | None:
+    record = content.config_records.get(_SITE)
+    return str(record["site"]) if record is not None else None
+
+
+def hello_reply(site: str, hello: SiteHello) -> RecordDict:
+    text: dict[str, ConfigRecordValues] = {
+        "summary": hello.summary.to_json(),
+        "report": json.dumps(hello.report.to_dict()),
+    }
+    return reply(site, hello=ConfigRecord(text))
+
+
+def hello_of(content: RecordDict) -> SiteHello:
+    record = content.config_records["hello"]
+    summary = SiteSummary.from_json(str(record["summary"]))
+    return SiteHello(summary, _report_from_dict(json.loads(str(record["report"]))))
+
+
+def _report_from_dict(d: dict[str, Any]) -> SiteReport:
+    """SiteReport.to_dict's inverse (negatives is derived, so it is not read back)."""
+    return SiteReport(
+        site=d["site"],
+        rows_read=d["rowsRead"],
+        rows_without_outcome=d["rowsWithoutOutcome"],
+        rows_dropped_missing=d["rowsDroppedMissing"],
+        rows=d["rows"],
+        positives=d["positives"],
+        dropped_columns=list(d["droppedColumns"]),
+        missing=dict(d["missing"]),
+        unknown_levels={k: list(v) for k, v in d["unknownLevels"].items()},
+    )
+
+
+def preprocessor_text(preprocessor: Preprocessor) -> str:
+    return json.dumps(preprocessor.to_dict())
+
+
+def preprocessor_of(text: str) -> Preprocessor:
+    return Preprocessor.from_dict(json.loads(text))
+
+
+def update_reply(site: str, update: LocalUpdate) -> RecordDict:
+    fields: dict[str, Any] = {
+        "num-examples": update.num_examples,
+        "loss": float(update.loss),
+        "steps": update.steps,
+    }
+    if update.problem is not None:  # a ConfigRecord cannot hold None: absent means none
+        fields["problem"] = update.problem
+    return reply(site, params=params_record(update.params), update=ConfigRecord(fields))
+
+
+def update_of(content: RecordDict) -> LocalUpdate:
+    record = content.config_records["update"]
+    problem = record.get("problem")
+    return LocalUpdate(
+        params=params_of(content),
+        num_examples=int(record["num-examples"]),  # type: ignore[arg-type]
+        loss=float(record["loss"]),  # type: ignore[arg-type]
+        steps=int(record["steps"]),  # type: ignore[arg-type]
+        problem=None if problem is None else str(problem),
+    )
+
+
+def evaluation_reply(site: str, metrics: Metrics, num_examples: int) -> RecordDict:
+    """A MetricRecord cannot hold None: only defined metrics go in it, and the names
+    of all of them (in order) go alongside, so undefined ones come back as None."""
+    defined = {k: float(v) for k, v in metrics.items() if v is not None}
+    info = ConfigRecord({"num-examples": num_examples, "metric-names": json.dumps(list(metrics))})
+    return reply(site, metrics=MetricRecord(defined), evaluation=info)  # type: ignore[arg-type]
+
+
+def evaluation_of(content: RecordDict) -> tuple[Metrics, int]:
+    info = content.config_records["evaluation"]
+    defined = content.metric_records["metrics"]
+    names = json.loads(str(info["metric-names"]))
+    metrics: Metrics = {n: float(defined[n]) if n in defined else None for n in names}  # type: ignore[arg-type]
+    return metrics, int(info["num-examples"])  # type: ignore[arg-type]
+
+
+# --- errors -------------------------------------------------------------------
+
+
+def error_reply(site: str, exc: Exception) -> RecordDict:
+    """What a site raised, as data: its type (for the errors the server tells apart)
+    and the user-facing message. Other exceptions read as the in-process engine's."""
+    if isinstance(exc, MedflError):
+        fields: dict[str, str] = {"kind": type(exc).__name__, "message": str(exc)}
+        for attr in ("site", "column"):
+            value = getattr(exc, attr, None)
+            if value is not None:
+                fields[attr] = str(value)
+    else:
+        fields = {"kind": "failure", "message": f"{type(exc).__name__}: {exc}"}
+    return reply(site, error=ConfigRecord(fields))  # type: ignore[arg-type]
+
+
+def error_of(site: str, content: RecordDict) -> Exception | None:
+    """The exception a site's reply carries, rebuilt as the same type; None if none."""
+    record = content.config_records.get(_ERROR)
+    if record is None:
+        return None
+    kind, message = str(record["kind"]), str(record["message"])
+    if kind in _SITE_ERRORS:
+        where = {k: str(record[k]) for k in ("site", "column") if k in record}
+        return _SITE_ERRORS[kind](message, **where)
+    if kind == "TrainingError":
+        return TrainingError(message)
+    if kind == "failure":
+        return SiteFailure(site, message)
+    return MedflError(message)  # another MedflError: keep its message, the base type

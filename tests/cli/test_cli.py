@@ -1,0 +1,162 @@
+"""The `medfl` command: exit codes, output, and no traceback for a user's mistake."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medfl.cli import main
+from medfl.training import SiteWorker
+
+
+def _site_frame(seed: int, n: int = 80) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(55, 9, n).round(0)
+    smoker = rng.choice(["yes", "no"], n)
+    logit = 0.08 * (age - 55) + np.where(smoker == "yes", 1.0, -1.0)
+    outcome = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame({"age": age, "smoker": smoker, "outcome": outcome})
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    sites = []
+    for i, name in enumerate(["north", "south", "east"]):
+        _site_frame(i).to_csv(tmp_path / f"{name}.csv", index=False)
+        sites.append({"name": name, "data": {"source": "csv", "path": f"{name}.csv"}})
+    spec = {
+        "name": "cli-test",
+        "sites": sites,
+        "schema": {"target": {"column": "outcome"}, "numeric": ["age"],
+                   "categorical": ["smoker"]},
+        "training": {"rounds": 3, "batchSize": 16, "learningRate": 0.1, "seed": 7},
+        "evaluation": {"baselines": []},
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_run_succeeds_and_json_prints_result(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", str(spec_file), "--out", str(out), "--json", "--quiet"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["status"] == "succeeded"
+    assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
+    assert json.loads((out / "result.json").read_text()) == result
+    assert (out / "report.md").is_file() and (out / "accuracy.png").is_file()
+
+
+def test_rounds_and_seed_override_the_spec(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--rounds", "2", "--seed", "3",
+                 "--quiet"]) == 0
+    assert len(json.loads((out / "result.json").read_text())["rounds"]) == 2
+    assert yaml.safe_load((out / "experiment.yaml").read_text())["training"]["seed"] == 3
+
+
+def test_invalid_spec_exits_3_naming_the_path(spec_file, capsys):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["sites"][1]["data"]["pth"] = spec["sites"][1]["data"].pop("path")
+    spec_file.write_text(yaml.safe_dump(spec))
+    code = main(["run", str(spec_file), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "sites[1].data.path: required field is missing" in err
+    assert "sites[1].data.pth: unknown field" in err
+    assert "Traceback" not in err
+
+
+def test_missing_column_exits_3_naming_site_and_column(spec_file, tmp_path, capsys):
+    _site_frame(1).drop(columns=["smoker"]).to_csv(tmp_path / "south.csv", index=False)
+    code = main(["run", str(spec_file), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "site 'south': required column(s) missing: 'smoker'" in err
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["rounds"] == []
+
+
+def test_site_failing_mid_run_exits_4_and_keeps_finished_rounds(
+    spec_file, tmp_path, capsys, monkeypatch
+):
+    real_fit = SiteWorker.fit
+
+    def flaky(self, server_round, params):
+        if self.name == "east" and server_round == 3:
+            raise RuntimeError("disk unplugged")
+        return real_fit(self, server_round, params)
+
+    monkeypatch.setattr(SiteWorker, "fit", flaky)
+    out = tmp_path / "run"
+    code = main(["run", str(spec_file), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert code == 4
+    assert "east: RuntimeError: disk unplugged" in err
+    assert result["status"] == "failed"
+    assert "minSites is 3" in result["error"]
+    assert [r["round"] for r in result["rounds"]] == [1, 2]
+
+
+def test_interrupt_exits_130(spec_file, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("medfl.runners.run", interrupted)
+    assert main(["run", str(spec_file), "--quiet"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["run"], ["run", "a.yaml", "--engine", "warp"], ["run", "a.yaml", "--rounds", "0"],
+     ["frobnicate"], ["predict", "only-one-arg"]],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+def test_validate_prints_a_table_per_site(spec_file, capsys):
+    assert main(["validate", str(spec_file), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["site"] for s in report["sites"]] == ["north", "south", "east"]
+    assert all(s["rows"] == 80 for s in report["sites"])
+
+
+def test_predict_scores_new_patients_like_the_sites(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    patients = _site_frame(9, n=5).drop(columns=["outcome"])[["smoker", "age"]]  # other order
+    patients.to_csv(tmp_path / "new.csv", index=False)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "new.csv")]) == 0
+    scores = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert list(scores.columns) == ["row", "probability", "prediction"]
+    assert len(scores) == 5
+    assert scores["probability"].between(0, 1).all()
+    assert (scores["prediction"] == (scores["probability"] >= 0.5)).all()
+
+
+def test_predict_names_a_missing_column(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    _site_frame(9, n=5)[["age"]].to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", str(out), str(tmp_path / "new.csv")]) == 3
+    assert "required column(s) missing: 'smoker'" in capsys.readouterr().err
+
+
+def test_the_installed_command_reports_its_version():
+    done = subprocess.run([sys.executable, "-m", "medfl", "--version"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert done.stdout.strip() == "medfl 0.1.0"
