@@ -25,14 +25,13 @@ def site_frame(n: int, seed: int) -> pd.DataFrame:
     smoker = rng.choice(["no", "yes"], n, p=[0.6, 0.4])
     logit = 0.08 * (age - 55) + 0.9 * (sex == "male") + 0.7 * (smoker == "yes") - 0.5
     outcome = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return pd.DataFrame(
-        {"age": age, "bp": bp, "sex": sex, "smoker": smoker, "outcome": outcome}
-    )
+    return pd.DataFrame({"age": age, "bp": bp, "sex": sex, "smoker": smoker, "outcome": outcome})
 
 
 def make_frames(sizes: tuple[int, ...] = (80, 60, 40), seed: int = 0) -> dict[str, pd.DataFrame]:
     return {
-        name: site_frame(n, seed + i) for i, (name, n) in enumerate(zip(SITE_NAMES, sizes))
+        name: site_frame(n, seed + i)
+        for i, (name, n) in enumerate(zip(SITE_NAMES, sizes, strict=False))
     }
 
 

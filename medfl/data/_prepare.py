@@ -7,6 +7,7 @@ category levels and counts, never a patient's values.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,15 +67,24 @@ class SiteTable:
     split_labels: np.ndarray | None = None  # per row: train / validation / test
 
 
+# "1.0" in a CSV is what pandas writes for 1 in an integer column that has gaps;
+# Parquet keeps it as the float 1.0. Both are the level "1".
+_INTEGRAL_TEXT = re.compile(r"^(-?\d+)\.0*$")
+
+
 def as_level(value: Any) -> str | None:
     """The text of a category value, the same whether it came from CSV or Parquet."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float | np.floating) and math.isnan(value):
         return None
     if isinstance(value, bool | np.bool_):
         return "TRUE" if value else "FALSE"
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
-    return str(value).strip()
+    text = str(value).strip()
+    integral = _INTEGRAL_TEXT.match(text)
+    return integral.group(1) if integral else text
 
 
 def _rename(

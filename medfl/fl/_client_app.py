@@ -103,7 +103,7 @@ def _answer(spec_text: str, message: Message, context: Context, handle: Handler)
 
 
 def _hello(name: str, site: _Site, _: RecordDict, context: Context) -> RecordDict:
-    site.said_hello, site.preprocessor = False, None
+    site.said_hello, site.preprocessor = False, None  # not ready until hello succeeds
     hello = site.worker.hello()
     site.said_hello = True
     return wire.hello_reply(name, hello)

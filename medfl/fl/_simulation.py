@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,14 +46,16 @@ def _backend_config(num_cpus: int) -> dict[str, Any]:
 
 
 @contextmanager
-def _quiet_flower() -> Iterator[None]:
-    """Flower logs every run's start and its own deprecation notices at INFO/WARNING;
-    medfl reports progress itself. Errors still show."""
+def _quiet_engine() -> Iterator[None]:
+    """Flower logs each run's start and its own deprecation notices, Ray a tip about
+    GPU environment variables; medfl reports progress itself. Errors still show."""
     logger = logging.getLogger("flwr")
     before = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Tip: In future versions of Ray", FutureWarning)
+            yield
     finally:
         logger.setLevel(before)
 
@@ -86,7 +89,7 @@ def run_flower_simulation(
     started_ray = not ray.is_initialized()
     engine_error: Exception | None = None
     try:
-        with _quiet_flower(), _single_thread():
+        with _quiet_engine(), _single_thread():
             run_simulation(
                 server_app=make_server_app(session),
                 client_app=make_client_app(_portable_spec(experiment)),

@@ -10,6 +10,7 @@ minSites allows) instead of hanging it.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -74,6 +75,7 @@ class GridTransport:
         self.timeouts = timeouts or Timeouts()
         self.stop = stop or StopSignal()
         self.nodes: dict[str, int] = {}  # site name -> node id, learnt from hello replies
+        self.greeted: list[str] = []  # sites whose hello succeeded: the ones to configure
 
     # --- Transport ------------------------------------------------------------
 
@@ -82,23 +84,23 @@ class GridTransport:
         requests = {node: RecordDict() for node in nodes}
         replies, lost = self._exchange(wire.HELLO, requests, self.timeouts.startup)
         answers: dict[str, SiteHello | Exception] = {}
+        expected = {s.name for s in self.experiment.sites}
         for node, message in replies.items():
             site = wire.site_of(message.content) if message.has_content() else None
-            if site is None:  # unattributable (a Flower-level error): reported below
-                lost.append(_flower_error(message))
+            if site not in expected:  # cannot be attributed: its reason goes to all missing
+                lost.append(_unattributed(site, message))
                 continue
             self.nodes[site] = node
             answers[site] = _decode(site, message, wire.hello_of)
+        self.greeted = [s for s, a in answers.items() if isinstance(a, SiteHello)]
         missing = "; ".join(dict.fromkeys(lost)) or "no reply"
         return {s: answers[s] if s in answers else SiteFailure(s, missing) for s in sites}
 
     def configure(self, preprocessor: Preprocessor) -> None:
-        """Sent to every site that said hello. A site that cannot apply it fails the
+        """Sent to every site whose hello succeeded. A site that cannot apply it fails the
         run here, before round 1 (its own MedflError as is)."""
         text = wire.preprocessor_text(preprocessor)
-        answers = self._ask(
-            list(self.nodes), wire.CONFIGURE, lambda: wire.request(preprocessor=text)
-        )
+        answers = self._ask(self.greeted, wire.CONFIGURE, lambda: wire.request(preprocessor=text))
         for site, answer in answers.items():
             failed = _decoded(site, answer, lambda _: None)
             if isinstance(failed, MedflError):
@@ -165,7 +167,7 @@ class GridTransport:
                 replies[message.metadata.src_node_id] = message
             if pending:
                 self.stop.wait(_POLL_SECONDS)
-        if self.stop.is_set():
+        if pending and self.stop.is_set():
             raise TrainingError(self.stop.reason)
         return replies, [f"no reply within {timeout:g} s"] if len(replies) < len(requests) else []
 
@@ -190,10 +192,26 @@ def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, SiteFailure) else str(exc)
 
 
+_FLOWER_REASON = re.compile(r"<class '([\w.]+)'>:<'(.*?)(?:'>)?$", re.DOTALL)
+
+
 def _flower_error(message: Message) -> str:
-    if message.has_error():
-        return f"Flower error {message.error.code}: {message.error.reason}"
-    return "a reply that names no site"
+    """Flower's own error reply (say, the ClientApp's process died), in one line.
+    Flower writes it as "<class 'X'>:<'text'>", and Ray's text runs on for lines."""
+    if not message.has_error():
+        return "a reply that names no site"
+    reason = message.error.reason or f"Flower error code {message.error.code}"
+    found = _FLOWER_REASON.match(reason)
+    if found:
+        reason = f"{found[1]}: {found[2]}"
+    return f"its ClientApp failed: {reason.strip().splitlines()[0]}"
+
+
+def _unattributed(site: str | None, message: Message) -> str:
+    """Why a node that did not name one of the experiment's sites failed."""
+    if site is None:
+        return _flower_error(message)
+    return str(wire.error_of(site, message.content) or f"a node answered as unknown site {site!r}")
 
 
 def _decode(site: str, message: Message, read: Callable[[RecordDict], T]) -> T | Exception:

@@ -80,11 +80,16 @@ class RunStore:
 
     # --- checkpoint -------------------------------------------------------
 
-    def save_checkpoint(self, params: list[np.ndarray], optimizer: dict[str, Any]) -> None:
+    def save_checkpoint(
+        self, params: list[np.ndarray], optimizer: dict[str, Any], rounds: int | None = None
+    ) -> None:
+        """The global model after ``rounds`` finished rounds (the server state with it)."""
         arrays = {f"p{i}": p for i, p in enumerate(params)}
         arrays |= {f"m{i}": m for i, m in enumerate(optimizer.get("m", []))}
         arrays |= {f"v{i}": v for i, v in enumerate(optimizer.get("v", []))}
         arrays["step"] = np.array(optimizer.get("step", 0))
+        if rounds is not None:
+            arrays["rounds"] = np.array(rounds)
         _atomic_write(self.path / CHECKPOINT_FILE, lambda f: _savez(f, arrays), "wb")
 
     def load_checkpoint(self) -> tuple[list[np.ndarray], dict[str, Any], list[RoundRecord]]:
@@ -102,8 +107,18 @@ class RunStore:
 
             params, m, v = series("p"), series("m"), series("v")
             optimizer = {"step": int(data["step"]), "m": m, "v": v}
+            done = int(data["rounds"]) if "rounds" in data.files else None
         rounds = self.load_result().rounds
-        return params, optimizer, rounds
+        if done is None:
+            return params, optimizer, rounds
+        if done > len(rounds):
+            raise RunNotFoundError(
+                f"{self.path}: the checkpoint is after round {done} but {RESULT_FILE} "
+                f"records {len(rounds)} round(s); cannot resume"
+            )
+        # result.json is written before the checkpoint: a run killed in between has
+        # recorded a round the checkpoint lacks, and that round runs again.
+        return params, optimizer, rounds[:done]
 
     # --- model ------------------------------------------------------------
 

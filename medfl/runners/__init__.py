@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from medfl.errors import MedflError
 from medfl.results import RunResult, RunStore, new_run_dir, write_outputs
 from medfl.runners._drive import DriveOptions, Progress, drive
 from medfl.spec import Experiment
+from medfl.spec._load import resolve_data_paths
 
 __all__ = ["FastEngine", "FlowerEngine", "RunOutcome", "run"]
 
@@ -89,6 +89,9 @@ def run(
     elif experiment is None:
         raise ValueError("give an experiment or a run directory to resume")
     else:
+        # Relative data paths mean the working directory now; the run directory's copy of
+        # the spec (read back on resume, from anywhere) must still name the same files.
+        experiment = resolve_data_paths(experiment, Path.cwd())
         store = RunStore(Path(out) if out else new_run_dir(experiment.name))
         store.create(experiment)
     options = DriveOptions(
@@ -96,7 +99,7 @@ def run(
     )
     try:
         result = _execute(experiment, engine, store, options)
-    except MedflError:
+    except BaseException:  # interrupted or failed: the report still says what happened
         write_outputs(store, experiment)
         raise
     write_outputs(store, experiment)

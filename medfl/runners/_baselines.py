@@ -4,10 +4,13 @@ local training budget per round, so the only difference is who trains with whom.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from medfl.data import Preprocessor
+from medfl.errors import TrainingError
 from medfl.results._model import Evaluation, SiteEvaluation
 from medfl.spec import Experiment, FedAvg
 from medfl.training import (
@@ -22,6 +25,8 @@ from medfl.training import (
 from medfl.training._metrics import unweighted, weighted
 
 POOLED = "__pooled__"
+
+log = logging.getLogger("medfl.baselines")
 
 
 def _train_alone(fed: Federation, name: str, preprocessor: Preprocessor) -> Params:
@@ -56,14 +61,24 @@ def compute_baselines(
     if "local" in kinds:
         sites = {}
         for name in active:
-            metrics, n = workers[name].evaluate(_train_alone(fed, name, preprocessor), "test")
+            # A site whose updates the federation rejects cannot train alone either: its
+            # local baseline is undefined and left out, like an undefined metric.
+            try:
+                params = _train_alone(fed, name, preprocessor)
+            except TrainingError as exc:
+                log.warning("local baseline of site %r left out: %s", name, exc)
+                continue
+            metrics, n = workers[name].evaluate(params, "test")
             sites[name] = SiteEvaluation(metrics=metrics, num_examples=n)
         out["local"] = _evaluation(sites)
     if "pooled" in kinds:
         pooled = _pooled_worker(plain, workers)
         pooled.configure(preprocessor)
         workers[POOLED] = pooled
-        out["pooled"] = fed.evaluate(_train_alone(fed, POOLED, preprocessor), active)
+        try:
+            out["pooled"] = fed.evaluate(_train_alone(fed, POOLED, preprocessor), active)
+        except TrainingError as exc:
+            log.warning("pooled baseline left out: %s", exc)
     return out
 
 

@@ -66,8 +66,8 @@ def drive(
 
         def on_round(record: RoundRecord, params: Params, optimizer: ServerOptimizer) -> None:
             result.rounds.append(record)
-            store.save_checkpoint(params, optimizer.state())
-            store.save_result(result)
+            store.save_result(result)  # first: a checkpoint never runs ahead of result.json
+            store.save_checkpoint(params, optimizer.state(), len(result.rounds))
             if options.progress:
                 options.progress(record)
 

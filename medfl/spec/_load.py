@@ -51,8 +51,12 @@ def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
 def _problems(err: ValidationError, prefix: str) -> list[tuple[str, str]]:
     problems = []
     for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        if e["type"] == "union_tag_not_found":  # e.g. `strategy: {minSites: 2}` without a name
+            loc += (str(e["ctx"]["discriminator"]).strip("'"),)
+            e = {**e, "type": "missing"}
         msg = _MESSAGES.get(e["type"], e["msg"]).removeprefix("Value error, ")
-        problems.append((_path(prefix, tuple(e["loc"])), msg))
+        problems.append((_path(prefix, loc), msg))
     return problems
 
 
@@ -66,7 +70,7 @@ def parse_experiment(doc: Any, source: str = "", base_dir: Path | None = None) -
         experiment = Experiment.model_validate(spec)
     except ValidationError as err:
         raise SpecError(_problems(err, prefix), source) from None
-    return _resolve_paths(experiment, base_dir) if base_dir else experiment
+    return resolve_data_paths(experiment, base_dir) if base_dir else experiment
 
 
 def _unwrap(doc: Any, source: str) -> tuple[dict[str, Any], str]:
@@ -91,7 +95,8 @@ def _unwrap(doc: Any, source: str) -> tuple[dict[str, Any], str]:
     return spec, "spec"
 
 
-def _resolve_paths(experiment: Experiment, base_dir: Path) -> Experiment:
+def resolve_data_paths(experiment: Experiment, base_dir: Path) -> Experiment:
+    """The experiment with relative CSV / Parquet paths made absolute against ``base_dir``."""
     sites = []
     for site in experiment.sites:
         data = site.data

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import numpy as np
+
 from medfl.data import Preprocessor
 from medfl.errors import DataError, TrainingError
 from medfl.models import initial_model
@@ -147,7 +149,7 @@ class Federation:
         sites: dict[str, SiteRound] = {}
         accepted: list[tuple[Params, int]] = []
         for name, answer in self.transport.fit(r, params, active).items():
-            sites[name] = _site_round(answer)
+            sites[name] = _site_round(answer, params)
             if sites[name].status == "ok":
                 assert isinstance(answer, LocalUpdate)
                 accepted.append((answer.params, answer.num_examples))
@@ -190,17 +192,32 @@ class Federation:
         )
 
 
-def _site_round(answer: LocalUpdate | Exception) -> SiteRound:
+def _update_problem(update: LocalUpdate, current: Params) -> str | None:
+    """The server's own check of an update: a site's word that it is fine is not enough."""
+    if update.problem is not None:
+        return update.problem
+    shapes = [np.shape(p) for p in update.params]
+    if shapes != [np.shape(p) for p in current]:
+        return "update does not match the model's shapes"
+    if not all(np.isfinite(p).all() for p in update.params):
+        return "update is not finite"
+    if update.num_examples < 1:
+        return "update reports no training examples"
+    return None
+
+
+def _site_round(answer: LocalUpdate | Exception, current: Params) -> SiteRound:
     if isinstance(answer, Exception):
         return SiteRound(status="failed", reason=_reason(answer))
-    loss = answer.loss if answer.problem is None else None
-    status: Literal["ok", "rejected"] = "ok" if answer.problem is None else "rejected"
+    problem = _update_problem(answer, current)
+    loss = answer.loss if problem is None else None
+    status: Literal["ok", "rejected"] = "ok" if problem is None else "rejected"
     return SiteRound(
         status=status,
         num_examples=answer.num_examples,
         train_loss=loss,
         steps=answer.steps,
-        reason=answer.problem,
+        reason=problem,
     )
 
 

@@ -26,6 +26,8 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
 
 
 def binary_metrics(y: np.ndarray, prob: np.ndarray, loss: float, threshold: float) -> Metrics:
+    if not np.isfinite(prob).all():  # a model that outputs NaN has no metrics here
+        return dict.fromkeys(METRICS)
     pred = prob >= threshold
     truth = y == 1
     tp = float(np.sum(pred & truth))

@@ -52,7 +52,7 @@ def test_run_succeeds_and_json_prints_result(spec_file, tmp_path, capsys):
     assert result["status"] == "succeeded"
     assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
     assert json.loads((out / "result.json").read_text()) == result
-    assert (out / "report.md").is_file() and (out / "accuracy.png").is_file()
+    assert (out / "report.md").is_file() and (out / "curves.png").is_file()
 
 
 def test_rounds_and_seed_override_the_spec(spec_file, tmp_path, capsys):

@@ -10,9 +10,7 @@ from medfl.errors import SpecError
 from medfl.spec import FedAdagrad, FedAdam, FedProx, FedYogi, parse_experiment
 from tests.helpers import deep_merge, spec_dict
 
-SITES = [
-    {"name": f"s{i}", "data": {"source": "csv", "path": f"/data/s{i}.csv"}} for i in range(3)
-]
+SITES = [{"name": f"s{i}", "data": {"source": "csv", "path": f"/data/s{i}.csv"}} for i in range(3)]
 
 
 def parse(**overrides: Any):
@@ -59,7 +57,13 @@ def test_training_and_evaluation_defaults() -> None:
     del doc["training"], doc["evaluation"], doc["model"]
     experiment = parse_experiment(doc)
     t = experiment.training
-    assert (t.rounds, t.batch_size, t.optimizer, t.learning_rate, t.seed) == (15, 32, "sgd", 0.01, 0)
+    assert (t.rounds, t.batch_size, t.optimizer, t.learning_rate, t.seed) == (
+        15,
+        32,
+        "sgd",
+        0.01,
+        0,
+    )
     assert t.epochs_or_default == 1.0
     assert experiment.model.type == "logistic"
     split = experiment.evaluation.split
@@ -109,6 +113,17 @@ BAD = {
         "sites[0].data",
         "'excel'",
     ),
+    "data without source": (
+        {"sites": [{"name": "a", "data": {"path": "a.csv"}}]},
+        "sites[0].data.source",
+        "required field is missing",
+    ),
+    "strategy without name": (
+        {"strategy": {"minSites": 2}},
+        "strategy.name",
+        "required field is missing",
+    ),
+    "model without type": ({"model": {"hidden": [8]}}, "model.type", "required field is missing"),
     "empty site list": ({"sites": []}, "sites", "at least 1 item"),
     "no features": (
         {"schema": {"numeric": [], "categorical": []}},

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Both benchmarks (`make bench`); exits non-zero when any target is missed.
+# Extra arguments go to neither; run a script by hand for its options (--help).
+set -u
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+status=0
+echo "== bench/flamby_heart.py: accuracy in FLamby's Fed-Heart-Disease setting"
+"$PY" bench/flamby_heart.py || status=1
+echo
+echo "== bench/speed.py: fast engine vs Flower's engine and hand-written loops"
+"$PY" bench/speed.py || status=1
+exit "$status"
