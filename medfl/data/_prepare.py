@@ -55,6 +55,21 @@ class SiteReport:
             "unknownLevels": self.unknown_levels,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SiteReport:
+        """to_dict's inverse (negatives is derived, so it is not read back)."""
+        return cls(
+            site=d["site"],
+            rows_read=d["rowsRead"],
+            rows_without_outcome=d["rowsWithoutOutcome"],
+            rows_dropped_missing=d["rowsDroppedMissing"],
+            rows=d["rows"],
+            positives=d["positives"],
+            dropped_columns=list(d["droppedColumns"]),
+            missing=dict(d["missing"]),
+            unknown_levels={k: list(v) for k, v in d["unknownLevels"].items()},
+        )
+
 
 @dataclass
 class SiteTable:

@@ -86,22 +86,7 @@ def hello_reply(site: str, hello: SiteHello) -> RecordDict:
 def hello_of(content: RecordDict) -> SiteHello:
     record = content.config_records["hello"]
     summary = SiteSummary.from_json(str(record["summary"]))
-    return SiteHello(summary, _report_from_dict(json.loads(str(record["report"]))))
-
-
-def _report_from_dict(d: dict[str, Any]) -> SiteReport:
-    """SiteReport.to_dict's inverse (negatives is derived, so it is not read back)."""
-    return SiteReport(
-        site=d["site"],
-        rows_read=d["rowsRead"],
-        rows_without_outcome=d["rowsWithoutOutcome"],
-        rows_dropped_missing=d["rowsDroppedMissing"],
-        rows=d["rows"],
-        positives=d["positives"],
-        dropped_columns=list(d["droppedColumns"]),
-        missing=dict(d["missing"]),
-        unknown_levels={k: list(v) for k, v in d["unknownLevels"].items()},
-    )
+    return SiteHello(summary, SiteReport.from_dict(json.loads(str(record["report"]))))
 
 
 def preprocessor_text(preprocessor: Preprocessor) -> str:

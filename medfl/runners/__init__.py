@@ -29,6 +29,8 @@ class FlowerEngine:
     """Flower's simulation engine: a ServerApp and one ClientApp per site on Ray."""
 
     num_cpus: int = 2
+    startup_timeout_s: float = 180.0  # Ray and the apps start, sites read their data
+    reply_timeout_s: float = 600.0  # any later request, a round's training included
     name: str = "flower"
 
 
@@ -58,9 +60,10 @@ def _execute(
     experiment: Experiment, engine: Engine, store: RunStore, options: DriveOptions
 ) -> RunResult:
     if isinstance(engine, FlowerEngine):
-        from medfl.fl import run_flower_simulation
+        from medfl.fl import Timeouts, run_flower_simulation
 
-        return run_flower_simulation(experiment, store, options, num_cpus=engine.num_cpus)
+        timeouts = Timeouts(engine.startup_timeout_s, engine.reply_timeout_s)
+        return run_flower_simulation(experiment, store, options, engine.num_cpus, timeouts)
     from medfl.training import InProcessTransport
 
     with _single_thread():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from medfl.data import SiteTable, prepare_sites
 from medfl.errors import DataError
 from medfl.spec import parse_experiment
 from tests.helpers import (
@@ -16,6 +17,10 @@ from tests.helpers import (
     read_result,
     site_entry,
 )
+
+
+def parse_and_prepare(spec: dict) -> list[SiteTable]:
+    return prepare_sites(parse_experiment(spec))
 
 
 def final_of(run_dir: Path) -> dict:
@@ -73,12 +78,6 @@ def test_mapping_to_a_column_the_schema_lacks_is_named(tmp_path) -> None:
     site_entry(spec, "site-a")["columns"] = {"weight": "Weight"}
     with pytest.raises(DataError, match="site 'site-a': column mapping names schema column"):
         parse_and_prepare(spec)
-
-
-def parse_and_prepare(spec):
-    from medfl.data import prepare_sites
-
-    return prepare_sites(parse_experiment(spec))
 
 
 def test_site_column_and_level_mapping_equals_schema_spelling(tmp_path, run_fast) -> None:

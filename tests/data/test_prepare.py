@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from medfl.data import MISSING_LEVEL, OTHER_LEVEL, Preprocessor, SiteTable, prepare_site, summarize
+from medfl.data._prepare import as_level
 from medfl.errors import DataError
 from medfl.spec import Experiment, parse_experiment
+from medfl.training import SiteWorker
 from tests.helpers import spec_dict, write_table
 
 FRAME = pd.DataFrame(
@@ -195,8 +197,6 @@ def test_categorical_drop_policy_drops_the_row(tmp_path) -> None:
 
 
 def test_federated_statistics_equal_pooled_training_rows(tmp_path) -> None:
-    from medfl.training import SiteWorker
-
     doc = spec_dict(
         [
             {"name": "cleveland", "data": {"source": "demo", "hospital": "Cleveland"}},
@@ -222,3 +222,52 @@ def test_federated_statistics_equal_pooled_training_rows(tmp_path) -> None:
     counts = pooled["cp"].value_counts()
     assert pre.vocabulary["cp"] == sorted(counts.index)
     assert pre.vocabulary["fbs"] == ["FALSE", "TRUE", MISSING_LEVEL]
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [
+        (1.0, "1"),
+        ("1.0", "1"),  # what pandas writes to CSV for 1 in an integer column with gaps
+        ("-2.00", "-2"),
+        ("1.50", "1.50"),
+        ("007", "007"),
+        (np.int64(3), "3"),
+        (True, "TRUE"),
+        (np.bool_(False), "FALSE"),
+        (" male ", "male"),
+        (float("nan"), None),
+        (np.float32("nan"), None),
+        (None, None),
+        (pd.NA, None),
+    ],
+)
+def test_as_level_spells_a_value_the_same_from_csv_and_parquet(value, level) -> None:
+    assert as_level(value) == level
+
+
+def test_preprocessor_takes_columns_by_name_and_round_trips(tmp_path) -> None:
+    table, pre = fitted(tmp_path, FRAME.assign(age=["50", "60", "61", "70", "40", "55"]))
+    again = Preprocessor.from_dict(pre.to_dict())
+    shuffled = table.features[["smoker", "age", "sex"]]
+    assert np.array_equal(again.transform(shuffled), pre.transform(table.features))
+    assert pre.feature_names == [
+        "age",
+        "sex=female",
+        "sex=male",
+        "sex=__missing__",
+        "smoker=ex",
+        "smoker=no",
+        "smoker=yes",
+    ]
+
+
+def test_site_summary_carries_counts_sums_and_levels_only(tmp_path) -> None:
+    experiment = one_site(tmp_path, FRAME)
+    table = prepare(experiment)
+    summary = summarize("ward", table.features.iloc[:3], table.features, experiment.data_schema)
+    assert summary.n == 3
+    assert summary.numeric["age"] == (2, 110.0, 50.0**2 + 60.0**2)  # one of the 3 is missing
+    assert summary.levels["smoker"] == {"ex": 1, "no": 1, "yes": 1}
+    assert summary.levels["sex"] == {MISSING_LEVEL: 0, "female": 1, "male": 2}
+    assert type(summary).from_json(summary.to_json()) == summary

@@ -7,7 +7,7 @@ import pytest
 
 from medfl.data import HEART_DISEASE_HOSPITALS, prepare_site, read_heart_disease, read_site
 from medfl.errors import DataError
-from medfl.spec import Site
+from medfl.spec import Schema, Site
 from tests.helpers import (
     assert_same_arrays,
     make_frames,
@@ -87,9 +87,7 @@ def file_site(path, source: str = "csv", **extra) -> Site:
     )
 
 
-def schema_with(**fields):
-    from medfl.spec import Schema
-
+def schema_with(**fields) -> Schema:
     return Schema.model_validate(fields)
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medfl.data import predefined_split, stratified_split
+from medfl.data import predefined_split, prepare_site, prepare_sites, stratified_split
 from medfl.errors import DataError
-from medfl.spec import Split, parse_experiment
+from medfl.spec import Schema, Site, Split, parse_experiment
 from medfl.training import SiteWorker
 from tests.helpers import make_frames, make_sites, read_result
 
@@ -97,9 +97,6 @@ def test_split_column_reaches_the_report_as_not_dropped(tmp_path, run_fast) -> N
 )
 def test_bad_split_column_values_name_site_and_column(tmp_path, fold, fragment) -> None:
     frame = pd.DataFrame({"age": [1, 2, 3, 4], "outcome": [0, 1, 0, 1], "fold": fold})
-    from medfl.data import prepare_site
-    from medfl.spec import Schema, Site
-
     site = Site.model_validate(
         {"name": "ward", "data": {"source": "csv", "path": str(tmp_path / "w.csv")}}
     )
@@ -114,8 +111,6 @@ def test_bad_split_column_values_name_site_and_column(tmp_path, fold, fragment) 
 
 def test_missing_split_column_is_named(tmp_path) -> None:
     spec = make_sites(tmp_path, evaluation={"split": {"column": "fold"}})
-    from medfl.data import prepare_sites
-
     with pytest.raises(DataError) as exc:
         prepare_sites(parse_experiment(spec))
     assert (exc.value.site, exc.value.column) == ("site-a", "fold")

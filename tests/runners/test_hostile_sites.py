@@ -20,15 +20,13 @@ from tests.helpers import (
     site_entry,
 )
 
-HEADER_ONLY = make_frames()["site-b"].iloc[:0]
-
 
 def break_site_b(tmp_path: Path, kind: str, **overrides) -> dict:
     """The toy spec with site-b's data broken in one way."""
     frames = make_frames()
     b = frames["site-b"]
     if kind == "no rows":
-        frames["site-b"] = HEADER_ONLY
+        frames["site-b"] = b.iloc[:0]  # the header alone
     elif kind == "no outcome":
         frames["site-b"] = b.assign(outcome=None)
     elif kind == "all rows dropped for missing values":
@@ -158,6 +156,7 @@ def test_non_finite_update_is_rejected_and_never_reaches_the_global_model(
         assert record["sites"]["site-a"]["status"] == "ok"
     assert all(np.isfinite(p).all() for p in model_arrays(outcome.run_dir))
     # the same global model as when site-b fails outright: its update is left out
+    monkeypatch.undo()
     patch_fit(monkeypatch, "site-b", {1, 2, 3}, disk_on_fire)
     failed = run_fast(spec, out="failed")
     assert_same_arrays(model_arrays(outcome.run_dir), model_arrays(failed.run_dir))

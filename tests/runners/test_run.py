@@ -30,9 +30,7 @@ def test_run_directory_holds_spec_result_model_plots_and_report(tmp_path, run_fa
         "model.npz",
         "preprocessing.json",
         "report.md",
-        "accuracy.png",
-        "auc.png",
-        "loss.png",
+        "curves.png",
     }
     assert load_experiment(outcome.run_dir / "experiment.yaml") == parse_experiment(
         make_sites(tmp_path)

@@ -123,7 +123,6 @@ BAD = {
         "strategy.name",
         "required field is missing",
     ),
-    "model without type": ({"model": {"hidden": [8]}}, "model.type", "required field is missing"),
     "empty site list": ({"sites": []}, "sites", "at least 1 item"),
     "no features": (
         {"schema": {"numeric": [], "categorical": []}},
@@ -186,3 +185,9 @@ def test_invalid_spec_is_rejected_naming_the_path(overrides, path, fragment) -> 
     doc = deep_merge(spec_dict(SITES), overrides)
     found = rejection(doc)
     assert any(p == path and fragment in m for p, m in found), found
+
+
+def test_model_without_type_names_the_missing_field() -> None:
+    doc = spec_dict(SITES)
+    doc["model"] = {"hidden": [8]}
+    assert rejection(doc) == [("model.type", "required field is missing")]
