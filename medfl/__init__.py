@@ -1,7 +1,7 @@
 """medfl: federated learning for medical research.
 
-    from medfl import load_experiment, run
-    outcome = run(load_experiment("examples/heart-disease/experiment.yaml"))
+from medfl import load_experiment, run
+outcome = run(load_experiment("examples/heart-disease/experiment.yaml"))
 """
 
 from __future__ import annotations

@@ -34,6 +34,11 @@ class DataError(MedflError):
         super().__init__(message)
 
 
+class EmptySiteError(DataError):
+    """A site with no usable rows (an empty file, none left after exclusions): skipped
+    when strategy.minSites allows it, unlike a site whose data cannot be read."""
+
+
 class TrainingError(MedflError):
     """Training could not go on (too few sites left, a site failing)."""
 

@@ -43,17 +43,32 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a federated experiment")
     run.add_argument("file", nargs="?", type=Path, help="experiment YAML (spec or manifest)")
-    run.add_argument("--engine", choices=["fast", "flower"], default="fast",
-                     help="fast: in-process (default); flower: Flower's simulation engine (Ray)")
-    run.add_argument("--backend", choices=["simulation"], default="simulation",
-                     help="where to run (only 'simulation' for now)")
+    run.add_argument(
+        "--engine",
+        choices=["fast", "flower"],
+        default="fast",
+        help="fast: in-process (default); flower: Flower's simulation engine (Ray)",
+    )
+    run.add_argument(
+        "--backend",
+        choices=["simulation"],
+        default="simulation",
+        help="where to run (only 'simulation' for now)",
+    )
     run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--seed", type=_seed, help="override training.seed")
     run.add_argument("--rounds", type=_positive, help="override training.rounds")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                     help="continue an interrupted run from its last checkpoint")
-    run.add_argument("--no-baselines", action="store_true",
-                     help="skip the local-only and pooled comparison baselines")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint",
+    )
+    run.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the local-only and pooled comparison baselines",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     run.add_argument("--json", action="store_true", help="print result.json to stdout")
     run.set_defaults(handler=cmd_run)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medfl.errors import DataError
+from medfl.errors import DataError, EmptySiteError
 from medfl.results import REPORT_FILE, RoundRecord, RunResult, RunStore
 from medfl.spec import Experiment, load_experiment
 
@@ -57,8 +57,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         experiment = RunStore(args.resume).experiment()
     engine = FlowerEngine() if args.engine == "flower" else FastEngine()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[metrics]}"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("rounds", total=experiment.training.rounds, metrics="")
 
@@ -68,8 +73,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             note = f" [yellow]flagged: {', '.join(flagged)}[/]" if flagged else ""
             bar.update(task, completed=record.round, metrics=f"validation {shown}{note}")
 
-        outcome = run(None if args.resume else experiment, engine=engine, out=args.out,
-                      resume=args.resume, progress=progress, baselines=not args.no_baselines)
+        outcome = run(
+            None if args.resume else experiment,
+            engine=engine,
+            out=args.out,
+            resume=args.resume,
+            progress=progress,
+            baselines=not args.no_baselines,
+        )
     if args.json:
         print(outcome.result.to_json())
     _summary(outcome.result, outcome.run_dir, console)
@@ -77,37 +88,61 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from medfl.training import EmptySiteError, SiteWorker
+    """Every site's data report; empty sites are warnings while minSites still holds."""
+    from medfl.training import SiteWorker
 
     experiment = load_experiment(args.file)
-    reports, problems = [], []
+    reports, errors, empty = [], [], []
     for site in experiment.sites:
         try:
             reports.append(SiteWorker(experiment, site.name).hello().report.to_dict())
+        except EmptySiteError as exc:
+            empty.append(str(exc))
         except DataError as exc:
-            problems.append(exc)
-            if isinstance(exc, EmptySiteError):
-                continue
+            errors.append(str(exc))
+    if len(reports) < experiment.min_sites:
+        errors += empty
+        empty = []
     if args.json:
-        print(json.dumps({"sites": reports, "errors": [str(p) for p in problems]}, indent=2))
+        print(json.dumps({"sites": reports, "skipped": empty, "errors": errors}, indent=2))
     else:
         _print_reports(reports)
-    if problems:
-        raise DataError("\n".join(str(p) for p in problems))
-    print(f"{args.file}: valid ({len(reports)} site(s))", file=sys.stderr)
+    for note in empty:
+        print(
+            f"medfl: warning: skipped (minSites {experiment.min_sites} allows it): {note}",
+            file=sys.stderr,
+        )
+    if errors:
+        raise DataError("\n".join(errors))
+    print(f"{args.file}: valid ({len(reports)} site(s) ready)", file=sys.stderr)
     return 0
 
 
 def _print_reports(reports: list[dict]) -> None:
     table = Table(title="sites", title_justify="left")
-    for column in ("site", "rows", "positive", "negative", "no outcome", "dropped (missing)",
-                   "missing values", "columns dropped"):
+    for column in (
+        "site",
+        "rows",
+        "positive",
+        "negative",
+        "no outcome",
+        "dropped (missing)",
+        "missing values",
+        "columns dropped",
+    ):
         table.add_column(column)
     for r in reports:
         missing = ", ".join(f"{c} {n}" for c, n in r["missing"].items()) or "-"
-        table.add_row(r["site"], str(r["rows"]), str(r["positives"]), str(r["negatives"]),
-                      str(r["rowsWithoutOutcome"]), str(r["rowsDroppedMissing"]), missing,
-                      ", ".join(r["droppedColumns"]) or "-")
+        table.add_row(
+            r["site"],
+            str(r["rows"]),
+            str(r["positives"]),
+            str(r["negatives"]),
+            str(r["rowsWithoutOutcome"]),
+            str(r["rowsDroppedMissing"]),
+            missing,
+            ", ".join(r["droppedColumns"]) or "-",
+        )
     Console().print(table)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medfl.errors import DataError
+from medfl.errors import DataError, EmptySiteError
 from medfl.spec import CsvSource, DemoSource, ParquetSource, Site
 
 HEART_DISEASE_HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach")
@@ -53,7 +53,9 @@ def _read_file(site: Site, source: CsvSource | ParquetSource) -> pd.DataFrame:
             )
         return pd.read_parquet(path)
     except pd.errors.EmptyDataError:
-        raise DataError(f"site {site.name!r}: data file is empty: {path}", site=site.name) from None
+        raise EmptySiteError(
+            f"site {site.name!r}: data file is empty: {path}", site=site.name
+        ) from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         kind = type(exc).__name__
         raise DataError(

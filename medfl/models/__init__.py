@@ -38,7 +38,9 @@ def _custom(spec: CustomModel, in_features: int, out_features: int) -> nn.Module
     try:
         model = cls(in_features=in_features, out_features=out_features, **spec.kwargs)
     except TypeError as exc:
-        raise SpecError([("model.kwargs", f"{spec.import_path} rejected its arguments: {exc}")]) from None
+        raise SpecError(
+            [("model.kwargs", f"{spec.import_path} rejected its arguments: {exc}")]
+        ) from None
     if not isinstance(model, nn.Module):
         raise SpecError([(where, f"{spec.import_path} did not build a torch.nn.Module")])
     return model

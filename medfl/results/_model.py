@@ -58,6 +58,7 @@ class RunResult(_Out):
     baselines: dict[str, Evaluation] = Field(default_factory=dict)
     sites: dict[str, dict[str, Any]] = Field(default_factory=dict)
     excluded_sites: dict[str, str] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
     features: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
 

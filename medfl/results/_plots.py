@@ -28,8 +28,10 @@ def plot_rounds(result: RunResult, folder: Path) -> list[Path]:
     fig = Figure(figsize=(13, 3.8), dpi=90, layout="constrained")
     for ax, metric in zip(fig.subplots(1, len(PLOTTED)), PLOTTED, strict=True):
         for site in sites:
-            ys = [r.sites[site].metrics.get(metric) if site in r.sites else None
-                  for r in result.rounds]
+            ys = [
+                r.sites[site].metrics.get(metric) if site in r.sites else None
+                for r in result.rounds
+            ]
             ax.plot(rounds, _series(ys), marker=".", linewidth=1, alpha=0.7, label=site)
         fed = _series([r.metrics.get(metric) for r in result.rounds])
         ax.plot(rounds, fed, color="black", linewidth=2.5, label="federation")

@@ -70,6 +70,8 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
         if flagged:
             lines += ["", "## Sites flagged during training", ""]
             lines += [f"- round {r}: `{n}` {s.status}: {s.reason}" for r, n, s in flagged]
+    if result.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     if plots:
         lines += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += [

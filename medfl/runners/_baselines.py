@@ -4,8 +4,6 @@ local training budget per round, so the only difference is who trains with whom.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 
@@ -23,10 +21,11 @@ from medfl.training import (
     SiteWorker,
 )
 from medfl.training._metrics import unweighted, weighted
+from medfl.training._site import SplitName
+
+SPLITS: tuple[SplitName, ...] = ("train", "validation", "test")
 
 POOLED = "__pooled__"
-
-log = logging.getLogger("medfl.baselines")
 
 
 def _train_alone(fed: Federation, name: str, preprocessor: Preprocessor) -> Params:
@@ -37,17 +36,18 @@ def _train_alone(fed: Federation, name: str, preprocessor: Preprocessor) -> Para
 
 
 def _pooled_worker(experiment: Experiment, workers: dict[str, SiteWorker]) -> SiteWorker:
-    pooled = SiteWorker(experiment, POOLED)
-    for part in ("train", "validation", "test"):
-        tables = [w.split_tables()[part] for w in workers.values()]  # type: ignore[index]
-        pooled._frames[part] = pd.concat([f for f, _ in tables], ignore_index=True)  # type: ignore[index]
-        pooled._labels[part] = np.concatenate([y for _, y in tables])  # type: ignore[index]
-    return pooled
+    splits: dict[SplitName, tuple[pd.DataFrame, np.ndarray]] = {}
+    for part in SPLITS:
+        tables = [w.split_tables()[part] for w in workers.values()]
+        frame = pd.concat([f for f, _ in tables], ignore_index=True)
+        splits[part] = (frame, np.concatenate([y for _, y in tables]))
+    return SiteWorker.from_splits(experiment, POOLED, splits)
 
 
 def compute_baselines(
-    experiment: Experiment, active: list[str], preprocessor: Preprocessor
+    experiment: Experiment, active: list[str], preprocessor: Preprocessor, notes: list[str]
 ) -> dict[str, Evaluation]:
+    """Each requested baseline; one that cannot train is left out and said in ``notes``."""
     kinds = experiment.evaluation.baselines
     if not kinds:
         return {}
@@ -66,7 +66,7 @@ def compute_baselines(
             try:
                 params = _train_alone(fed, name, preprocessor)
             except TrainingError as exc:
-                log.warning("local baseline of site %r left out: %s", name, exc)
+                notes.append(f"local baseline of site {name!r} left out: {exc}")
                 continue
             metrics, n = workers[name].evaluate(params, "test")
             sites[name] = SiteEvaluation(metrics=metrics, num_examples=n)
@@ -78,7 +78,7 @@ def compute_baselines(
         try:
             out["pooled"] = fed.evaluate(_train_alone(fed, POOLED, preprocessor), active)
         except TrainingError as exc:
-            log.warning("pooled baseline left out: %s", exc)
+            notes.append(f"pooled baseline left out: {exc}")
     return out
 
 

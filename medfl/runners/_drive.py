@@ -78,7 +78,9 @@ def drive(
         store.save_model(params, setup.preprocessor.to_dict(), experiment)
         if options.baselines:
             started = time.perf_counter()
-            result.baselines = compute_baselines(experiment, setup.active, setup.preprocessor)
+            result.baselines = compute_baselines(
+                experiment, setup.active, setup.preprocessor, result.notes
+            )
             result.timings["baselineSeconds"] = time.perf_counter() - started
         result.status = "succeeded"
     except BaseException as exc:

@@ -1,5 +1,6 @@
 """Framework-free training: local train/evaluate, aggregation, and the federation loop."""
 
+from medfl.errors import EmptySiteError
 from medfl.training._aggregate import ServerOptimizer, weighted_average
 from medfl.training._federation import Checkpoint, Federation, Setup, SiteFailure, Transport
 from medfl.training._inprocess import InProcessTransport
@@ -13,7 +14,7 @@ from medfl.training._local import (
     train_local,
 )
 from medfl.training._metrics import METRICS, Metrics, binary_metrics, roc_auc, weighted
-from medfl.training._site import EmptySiteError, SiteHello, SiteWorker
+from medfl.training._site import SiteHello, SiteWorker
 
 __all__ = [
     "METRICS",

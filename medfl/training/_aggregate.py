@@ -39,7 +39,10 @@ class ServerOptimizer:
         if not isinstance(self.strategy, FedAdam | FedYogi | FedAdagrad):
             return [a.copy() for a in average]
         s = self.strategy
-        delta = [a.astype(np.float64) - c.astype(np.float64) for a, c in zip(average, current, strict=True)]
+        delta = [
+            a.astype(np.float64) - c.astype(np.float64)
+            for a, c in zip(average, current, strict=True)
+        ]
         if not self.m:
             self.m = [np.zeros_like(d) for d in delta]
             self.v = [np.zeros_like(d) for d in delta]

@@ -16,14 +16,14 @@ from typing import Literal, Protocol
 import numpy as np
 
 from medfl.data import Preprocessor
-from medfl.errors import DataError, TrainingError
+from medfl.errors import DataError, EmptySiteError, TrainingError
 from medfl.models import initial_model
 from medfl.results._model import Evaluation, RoundRecord, SiteEvaluation, SiteRound
 from medfl.spec import Experiment
 from medfl.training._aggregate import ServerOptimizer, weighted_average
 from medfl.training._local import LocalUpdate, Params, get_params
 from medfl.training._metrics import Metrics, unweighted, weighted
-from medfl.training._site import EmptySiteError, SiteHello, SplitName
+from medfl.training._site import SiteHello, SplitName
 
 log = logging.getLogger("medfl.federation")
 

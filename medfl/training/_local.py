@@ -113,7 +113,9 @@ def train_local(
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(data.x[idx]).squeeze(-1), data.y[idx])
             if mu:
-                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+                prox = sum(
+                    ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+                )
                 loss = loss + 0.5 * mu * prox
             value = float(loss.detach())
             if not math.isfinite(value):

@@ -20,7 +20,7 @@ from medfl.data import (
     stratified_split,
     summarize,
 )
-from medfl.errors import DataError
+from medfl.errors import EmptySiteError
 from medfl.models import build_model
 from medfl.spec import Experiment
 from medfl.training._local import LocalData, LocalUpdate, Params, evaluate, train_local
@@ -35,10 +35,6 @@ class SiteHello:
 
     summary: SiteSummary
     report: SiteReport
-
-
-class EmptySiteError(DataError):
-    """A site with no usable training rows: skipped when minSites allows it."""
 
 
 class SiteWorker:
@@ -107,6 +103,20 @@ class SiteWorker:
         data = self._data[split]
         threshold = self.experiment.evaluation.threshold
         return evaluate(self._model, params, data, threshold), len(data)
+
+    @classmethod
+    def from_splits(
+        cls,
+        experiment: Experiment,
+        name: str,
+        splits: dict[SplitName, tuple[pd.DataFrame, np.ndarray]],
+    ) -> SiteWorker:
+        """A worker over rows already split (the in-process pooled baseline)."""
+        worker = cls(experiment, name)
+        for part, (frame, labels) in splits.items():
+            worker._frames[part] = frame
+            worker._labels[part] = labels
+        return worker
 
     def split_tables(self) -> dict[SplitName, tuple[pd.DataFrame, np.ndarray]]:
         """This site's split rows; only the in-process pooled baseline reads them."""

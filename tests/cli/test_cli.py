@@ -34,8 +34,7 @@ def spec_file(tmp_path: Path) -> Path:
     spec = {
         "name": "cli-test",
         "sites": sites,
-        "schema": {"target": {"column": "outcome"}, "numeric": ["age"],
-                   "categorical": ["smoker"]},
+        "schema": {"target": {"column": "outcome"}, "numeric": ["age"], "categorical": ["smoker"]},
         "training": {"rounds": 3, "batchSize": 16, "learningRate": 0.1, "seed": 7},
         "evaluation": {"baselines": []},
     }
@@ -57,8 +56,10 @@ def test_run_succeeds_and_json_prints_result(spec_file, tmp_path, capsys):
 
 def test_rounds_and_seed_override_the_spec(spec_file, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", str(spec_file), "--out", str(out), "--rounds", "2", "--seed", "3",
-                 "--quiet"]) == 0
+    assert (
+        main(["run", str(spec_file), "--out", str(out), "--rounds", "2", "--seed", "3", "--quiet"])
+        == 0
+    )
     assert len(json.loads((out / "result.json").read_text())["rounds"]) == 2
     assert yaml.safe_load((out / "experiment.yaml").read_text())["training"]["seed"] == 3
 
@@ -117,8 +118,13 @@ def test_interrupt_exits_130(spec_file, monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["run"], ["run", "a.yaml", "--engine", "warp"], ["run", "a.yaml", "--rounds", "0"],
-     ["frobnicate"], ["predict", "only-one-arg"]],
+    [
+        ["run"],
+        ["run", "a.yaml", "--engine", "warp"],
+        ["run", "a.yaml", "--rounds", "0"],
+        ["frobnicate"],
+        ["predict", "only-one-arg"],
+    ],
 )
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -156,7 +162,28 @@ def test_predict_names_a_missing_column(spec_file, tmp_path, capsys):
 
 
 def test_the_installed_command_reports_its_version():
-    done = subprocess.run([sys.executable, "-m", "medfl", "--version"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "medfl", "--version"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0
     assert done.stdout.strip() == "medfl 0.1.0"
+
+
+def test_validate_names_every_bad_site_and_exits_3(spec_file, tmp_path, capsys):
+    (tmp_path / "south.csv").write_text("")
+    (tmp_path / "east.csv").unlink()
+    assert main(["validate", str(spec_file)]) == 3
+    err = capsys.readouterr().err
+    assert "site 'south': data file is empty" in err
+    assert "site 'east': data file not found" in err
+
+
+def test_validate_warns_about_an_empty_site_that_min_sites_allows(spec_file, tmp_path, capsys):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["strategy"] = {"name": "fedavg", "minSites": 2}
+    spec_file.write_text(yaml.safe_dump(spec))
+    (tmp_path / "south.csv").write_text("")
+    assert main(["validate", str(spec_file)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped (minSites 2 allows it): site 'south': data file is empty" in err
+    assert "valid (2 site(s) ready)" in err

@@ -73,14 +73,16 @@ def test_hostile_site_is_named_before_round_1(tmp_path, run_fast, kind, fragment
     assert "The run failed" in (tmp_path / "run" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("kind", ["no rows", "no outcome", "all rows dropped for missing values"])
+@pytest.mark.parametrize(
+    "kind", ["empty file", "no rows", "no outcome", "all rows dropped for missing values"]
+)
 def test_empty_site_is_skipped_when_min_sites_allows(tmp_path, run_fast, kind) -> None:
     spec = break_site_b(tmp_path / "three", kind, strategy={"name": "fedavg", "minSites": 2})
     outcome = run_fast(spec, out="three")
     result = read_result(outcome.run_dir)
     assert result["status"] == "succeeded"
     assert list(result["excludedSites"]) == ["site-b"]
-    assert result["excludedSites"]["site-b"].startswith("site 'site-b': no training rows")
+    assert result["excludedSites"]["site-b"].startswith(f"site 'site-b': {HOSTILE[kind]}")
     assert all(set(r["sites"]) == {"site-a", "site-c"} for r in result["rounds"])
     assert set(result["final"]["sites"]) == {"site-a", "site-c"}
     # the others train exactly as a federation without site-b would
@@ -108,11 +110,11 @@ def test_unreadable_site_fails_even_when_min_sites_allows(tmp_path, run_fast) ->
 
 def test_two_hostile_sites_are_both_named(tmp_path, run_fast) -> None:
     spec = break_site_b(tmp_path, "missing file")
-    Path(site_entry(spec, "site-c")["data"]["path"]).write_bytes(b"")
+    Path(site_entry(spec, "site-c")["data"]["path"]).write_bytes(b"a,b\n\xff\xfe,1\n")
     with pytest.raises(DataError) as exc:
         run_fast(spec)
     assert "site 'site-b': data file not found" in str(exc.value)
-    assert "site 'site-c': data file is empty" in str(exc.value)
+    assert "site 'site-c': cannot read " in str(exc.value)
 
 
 # --- failures during training ----------------------------------------------
