@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,3 +30,38 @@ def run_fast(tmp_path: Path) -> Callable[..., RunOutcome]:
         return run(experiment, out=tmp_path / out, **kwargs)
 
     return _run
+
+
+# --- a time budget per test file --------------------------------------------
+# `make test` must stay under 10 minutes on 2 cores. Each file has a budget (seconds,
+# setup and teardown included); the summary lists the files and flags any over budget.
+# MEDFL_STRICT_TEST_BUDGET=1 turns an overrun into a failing exit status.
+TIME_BUDGETS = {"tests/fl/test_flower_engine.py": 150.0}
+DEFAULT_BUDGET = 30.0
+_spent: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    _spent[path] = _spent.get(path, 0.0) + report.duration
+
+
+def _over_budget() -> dict[str, float]:
+    return {p: s for p, s in _spent.items() if s > TIME_BUDGETS.get(p, DEFAULT_BUDGET)}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _spent:
+        return
+    terminalreporter.section("time per test file (budget)")
+    over = _over_budget()
+    for path, spent in sorted(_spent.items(), key=lambda kv: -kv[1]):
+        budget = TIME_BUDGETS.get(path, DEFAULT_BUDGET)
+        flag = "  OVER BUDGET" if path in over else ""
+        terminalreporter.write_line(f"{spent:7.1f} s  ({budget:5.0f} s)  {path}{flag}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("MEDFL_STRICT_TEST_BUDGET") == "1" and _over_budget() and exitstatus == 0:
+        session.exitstatus = 1
