@@ -19,6 +19,8 @@ from medfl.data._prepare import MISSING_LEVEL
 from medfl.spec import Schema
 from medfl.spec._models import CategoricalMissing
 
+_NO_LEVEL = "\x00"  # never a level's name (levels are cell text)
+
 
 @dataclass
 class SiteSummary:
@@ -109,18 +111,15 @@ class Preprocessor:
             blocks.append(values[:, None])
         for column in self.categorical:
             vocab = self.vocabulary[column]
-            levels = frame[column].astype(object).where(frame[column].notna(), None)
-            levels = levels.map(lambda v, c=column: self._level(c, v))
-            onehot = levels.to_numpy()[:, None] == np.array(vocab, dtype=object)[None, :]
+            levels = frame[column].astype(object)
+            fill = self.fill_levels[column]
+            # a missing value with no fill level matches no column: all zeros
+            filled = levels.where(levels.notna(), _NO_LEVEL if fill is None else fill).astype(str)
+            onehot = filled.to_numpy()[:, None] == np.array(vocab, dtype=object)[None, :]
             blocks.append(onehot.astype(np.float64))
         if not blocks:
             return np.zeros((len(frame), 0), dtype=np.float32)
         return np.hstack(blocks).astype(np.float32)
-
-    def _level(self, column: str, value: Any) -> str | None:
-        if value is None:
-            return self.fill_levels[column]
-        return str(value)
 
     def to_dict(self) -> dict[str, Any]:
         return {

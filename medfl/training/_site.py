@@ -61,9 +61,9 @@ class SiteWorker:
         if table.split_labels is not None:
             split = predefined_split(table.split_labels)
         else:
-            split = stratified_split(
-                table.y, self.experiment.evaluation.split, self.experiment.training.seed, self.name
-            )
+            spec = self.experiment.evaluation.split
+            seed = self.experiment.training.seed if spec.seed is None else spec.seed
+            split = stratified_split(table.y, spec, seed, self.name)
         for part in ("train", "validation", "test"):
             idx = getattr(split, part)
             self._frames[part] = table.features.iloc[idx].reset_index(drop=True)

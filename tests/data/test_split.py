@@ -114,3 +114,22 @@ def test_missing_split_column_is_named(tmp_path) -> None:
     with pytest.raises(DataError) as exc:
         prepare_sites(parse_experiment(spec))
     assert (exc.value.site, exc.value.column) == ("site-a", "fold")
+
+
+def test_split_seed_holds_the_test_sets_while_the_training_seed_changes(tmp_path) -> None:
+    from medfl.spec import parse_experiment
+    from medfl.training import SiteWorker
+    from tests.helpers import make_sites
+
+    def test_rows(training_seed: int, split_seed: int | None) -> np.ndarray:
+        spec = make_sites(
+            tmp_path,
+            training={"seed": training_seed},
+            evaluation={"split": {"seed": split_seed}, "baselines": []},
+        )
+        worker = SiteWorker(parse_experiment(spec), "site-a")
+        worker.hello()
+        return worker.split_tables()["test"][0]["age"].to_numpy()
+
+    assert np.array_equal(test_rows(1, 5), test_rows(2, 5))
+    assert not np.array_equal(test_rows(1, None), test_rows(2, None))
