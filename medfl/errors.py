@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MedflError(Exception):
-    """Base of every error medfl raises on purpose; its message is for the user."""
+    """Base of every error medfl raises on purpose; its message is for the user.
+    ``run_dir`` is set when a run directory holds what was done before the error."""
 
     exit_code = 1
+    run_dir: Path | None = None
+
+
+class UsageError(MedflError):
+    """The command or call itself is wrong (a bad --out, clashing options)."""
+
+    exit_code = 2
 
 
 class SpecError(MedflError):

@@ -11,21 +11,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
-from medfl.errors import MedflError
+from medfl.errors import MedflError, TrainingError
 
 __all__ = ["main"]
 
 EXIT_INTERRUPTED = 130
 
 
-def _positive(text: str) -> int:
+def count(text: str) -> int:  # argparse names the type by its function: "invalid count"
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def _seed(text: str) -> int:
+def seed(text: str) -> int:
     value = int(text)
     if not 0 <= value < 2**31:
         raise argparse.ArgumentTypeError(f"must be between 0 and 2147483647, got {value}")
@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         help="where to run (only 'simulation' for now)",
     )
     run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
-    run.add_argument("--seed", type=_seed, help="override training.seed")
-    run.add_argument("--rounds", type=_positive, help="override training.rounds")
+    run.add_argument("--seed", type=seed, help="override training.seed")
+    run.add_argument("--rounds", type=count, help="override training.rounds")
     run.add_argument(
         "--resume",
         type=Path,
@@ -98,7 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except MedflError as exc:
         print(f"medfl: error: {exc}", file=sys.stderr)
+        if isinstance(exc, TrainingError) and exc.run_dir:
+            print(f"medfl: the rounds finished before it are in {exc.run_dir}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("medfl: interrupted", file=sys.stderr)
+        run_dir = getattr(exc, "run_dir", None)
+        if run_dir:
+            print(f"medfl: continue with: medfl run --resume {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED

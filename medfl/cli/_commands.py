@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medfl.errors import DataError, EmptySiteError
+from medfl.errors import DataError, EmptySiteError, MedflError, UsageError
 from medfl.results import REPORT_FILE, RoundRecord, RunResult, RunStore
 from medfl.spec import Experiment, load_experiment
 
@@ -48,15 +48,25 @@ def _summary(result: RunResult, run_dir: Path, console: Console) -> None:
     console.print(f"report: {run_dir / REPORT_FILE}\nresults: {run_dir}")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from medfl.runners import FastEngine, FlowerEngine, run
+def _experiment_for(args: argparse.Namespace) -> Experiment:
+    """The spec to run: from FILE with overrides, or the resumed run's own. A resumed
+    run may be given more rounds; its seed is part of what it already computed."""
+    if args.resume is None:
+        return _overrides(load_experiment(args.file), args)
+    if args.seed is not None or args.out is not None:
+        raise UsageError("--resume continues a run as it was: --seed and --out do not apply")
+    store = RunStore(args.resume)
+    experiment = store.experiment()
+    if args.rounds is not None:
+        done = len(store.load_result().rounds)
+        if args.rounds < done:
+            raise UsageError(f"--rounds {args.rounds}: {args.resume} already has {done} rounds")
+        experiment = _overrides(experiment, args)
+        store.create(experiment)  # the run's spec now asks for the new total
+    return experiment
 
-    console = Console(stderr=True, quiet=args.quiet)
-    if args.file is not None:
-        experiment = _overrides(load_experiment(args.file), args)
-    else:
-        experiment = RunStore(args.resume).experiment()
-    engine = FlowerEngine() if args.engine == "flower" else FastEngine()
+
+def _progress_bar(console: Console) -> Progress:
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -64,7 +74,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         TextColumn("{task.fields[metrics]}"),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, console=console, transient=False) as bar:
+    return Progress(*columns, console=console, transient=False)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from medfl.runners import FastEngine, FlowerEngine, run
+
+    console = Console(stderr=True, quiet=args.quiet)
+    experiment = _experiment_for(args)
+    engine = FlowerEngine() if args.engine == "flower" else FastEngine()
+    with _progress_bar(console) as bar:
         task = bar.add_task("rounds", total=experiment.training.rounds, metrics="")
 
         def progress(record: RoundRecord) -> None:
@@ -73,14 +92,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             note = f" [yellow]flagged: {', '.join(flagged)}[/]" if flagged else ""
             bar.update(task, completed=record.round, metrics=f"validation {shown}{note}")
 
-        outcome = run(
-            None if args.resume else experiment,
-            engine=engine,
-            out=args.out,
-            resume=args.resume,
-            progress=progress,
-            baselines=not args.no_baselines,
-        )
+        try:
+            outcome = run(
+                None if args.resume else experiment,
+                engine=engine,
+                out=args.out,
+                resume=args.resume,
+                progress=progress,
+                baselines=not args.no_baselines,
+            )
+        except MedflError as exc:
+            if args.json and exc.run_dir and (exc.run_dir / "result.json").is_file():
+                print((exc.run_dir / "result.json").read_text())
+            raise
     if args.json:
         print(outcome.result.to_json())
     _summary(outcome.result, outcome.run_dir, console)

@@ -102,16 +102,27 @@ def as_level(value: Any) -> str | None:
     return integral.group(1) if integral else text
 
 
+def _check_mapping_keys(site: Site, schema: Schema) -> None:
+    """A mapping for a column the schema lacks is a typo that would silently do nothing."""
+    for mapping, keys, allowed in (
+        ("columns", site.columns, {*schema.features, schema.target.column}),
+        ("levels", site.levels, {*schema.categorical, schema.target.column}),
+    ):
+        unknown = sorted(set(keys) - allowed)
+        if unknown:
+            kind = "schema" if mapping == "columns" else "categorical or outcome"
+            raise DataError(
+                f"site {site.name!r}: {mapping} mapping names {kind} column(s) the schema "
+                f"does not have: {', '.join(map(repr, unknown))}",
+                site=site.name,
+                column=unknown[0],
+            )
+
+
 def _rename(
     site: Site, raw: pd.DataFrame, schema: Schema, split_column: str | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
-    unknown = sorted(set(site.columns) - {*schema.features, schema.target.column})
-    if unknown:
-        raise DataError(
-            f"site {site.name!r}: column mapping names schema column(s) that do not exist: "
-            f"{', '.join(unknown)}",
-            site=site.name,
-        )
+    _check_mapping_keys(site, schema)
     # A site column spelled like a schema column that the mapping takes from elsewhere
     # is not that column: drop it, so it neither stands in for nor duplicates the mapped one.
     shadowed = [c for c in raw.columns if c in site.columns and site.columns[c] != c]
@@ -123,11 +134,14 @@ def _rename(
     absent = [c for c in wanted if c not in renamed.columns]
     if absent:
         shown = [
-            f"{c!r} (mapped from {site.columns[c]!r})" if c in site.columns else repr(c)
+            f"{c!r} (the site's {site.columns[c]!r})" if c in site.columns else repr(c)
             for c in absent
         ]
+        has = ", ".join(map(repr, map(str, raw.columns[:30])))
+        more = f" and {len(raw.columns) - 30} more" if len(raw.columns) > 30 else ""
         raise DataError(
-            f"site {site.name!r}: required column(s) missing: {', '.join(shown)}",
+            f"site {site.name!r}: required column(s) missing: {', '.join(shown)} "
+            f"(the site has {has or 'no columns'}{more})",
             site=site.name,
             column=absent[0],
         )
@@ -135,10 +149,11 @@ def _rename(
     return renamed[wanted], dropped
 
 
-def _outcome(site: str, values: pd.Series, schema: Schema) -> pd.Series:
+def _outcome(site_spec: Site, values: pd.Series, schema: Schema) -> pd.Series:
     """1.0 / 0.0 per row, NaN where the outcome is missing."""
-    target = schema.target
-    levels = values.map(as_level)
+    site, target = site_spec.name, schema.target
+    codes = site_spec.levels.get(target.column, {})
+    levels = values.map(as_level).map(lambda v: codes.get(v, v) if v is not None else v)
     if target.positive_above is not None:
         numbers = pd.to_numeric(levels, errors="coerce")
         bad = int((numbers.isna() & levels.notna()).sum())
@@ -151,9 +166,19 @@ def _outcome(site: str, values: pd.Series, schema: Schema) -> pd.Series:
         return (numbers > target.positive_above).astype(float).where(numbers.notna())
     if target.positive is not None:
         positive = {as_level(v) for v in target.positive}
+        if target.negative is not None:
+            known = positive | {as_level(v) for v in target.negative}
+            stray = sorted(set(levels.dropna()) - known)
+            if stray:
+                raise DataError(
+                    f"site {site!r}: outcome column {target.column!r} has level(s) that are "
+                    f"neither positive nor negative: {', '.join(map(repr, stray))}",
+                    site=site,
+                    column=target.column,
+                )
         return levels.isin(positive).astype(float).where(levels.notna())
-    known = {"0": 0.0, "1": 1.0, "FALSE": 0.0, "TRUE": 1.0, "False": 0.0, "True": 1.0}
-    others = sorted(set(levels.dropna()) - set(known))
+    binary = {"0": 0.0, "1": 1.0, "FALSE": 0.0, "TRUE": 1.0, "False": 0.0, "True": 1.0}
+    others = sorted(set(levels.dropna()) - set(binary))
     if others:
         raise DataError(
             f"site {site!r}: outcome column {target.column!r} has {len(others)} level(s) other "
@@ -161,7 +186,7 @@ def _outcome(site: str, values: pd.Series, schema: Schema) -> pd.Series:
             site=site,
             column=target.column,
         )
-    return levels.map(known).astype(float)
+    return levels.map(binary).astype(float)
 
 
 def _numeric(site: str, frame: pd.DataFrame, schema: Schema) -> None:
@@ -244,7 +269,7 @@ def prepare_site(site: Site, schema: Schema, split_column: str | None = None) ->
     report = SiteReport(site=site.name, rows_read=len(raw))
     frame, report.dropped_columns = _rename(site, raw, schema, split_column)
     frame = frame.copy()
-    y = _outcome(site.name, frame[schema.target.column], schema)
+    y = _outcome(site, frame[schema.target.column], schema)
     _numeric(site.name, frame, schema)
     _categorical(site, frame, schema, report)
     keep = y.notna()
@@ -271,7 +296,10 @@ def prepare_sites(experiment: Experiment) -> list[SiteTable]:
 
 
 def conform_features(raw: pd.DataFrame, schema: Schema, site: Site) -> pd.DataFrame:
-    """New patients' features in the schema's columns (for scoring; no outcome needed)."""
+    """New patients' features in the schema's columns (for scoring; no outcome needed),
+    read with the site's mappings and its spellings of 'missing' (naValues)."""
+    if site.na_values:
+        raw = raw.replace(list(site.na_values), None)
     renamed = raw.rename(columns={v: k for k, v in site.columns.items()})
     absent = [c for c in schema.features if c not in renamed.columns]
     if absent:

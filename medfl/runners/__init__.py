@@ -9,7 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from medfl.errors import MedflError, UsageError
 from medfl.results import RunResult, RunStore, new_run_dir, write_outputs
+from medfl.results._store import RESULT_FILE
 from medfl.runners._drive import DriveOptions, Progress, drive
 from medfl.spec import Experiment
 from medfl.spec._load import resolve_data_paths
@@ -99,14 +101,31 @@ def run(
         # Relative data paths mean the working directory now; the run directory's copy of
         # the spec (read back on resume, from anywhere) must still name the same files.
         experiment = resolve_data_paths(experiment, Path.cwd())
-        store = RunStore(Path(out) if out else new_run_dir(experiment.name))
-        store.create(experiment)
+        store = _new_store(experiment, out)
     options = DriveOptions(
         engine=engine.name, resume=resume is not None, baselines=baselines, progress=progress
     )
     try:
         result = _execute(experiment, engine, store, options)
+    except (MedflError, KeyboardInterrupt) as exc:
+        exc.run_dir = store.path  # type: ignore[union-attr]  # the caller points the user there
+        raise
     finally:  # also when interrupted or failed: the report says what happened
         if report:
             write_outputs(store, experiment)
     return RunOutcome(result, store.path)
+
+
+def _new_store(experiment: Experiment, out: Path | str | None) -> RunStore:
+    """A fresh run directory; never one that already holds a run (that is --resume's)."""
+    store = RunStore(Path(out) if out else new_run_dir(experiment.name))
+    if (store.path / RESULT_FILE).exists():
+        raise UsageError(
+            f"{store.path} already holds a run: continue it with --resume {store.path}, "
+            "or choose another --out folder"
+        )
+    try:
+        store.create(experiment)
+    except OSError as exc:
+        raise UsageError(f"cannot create the run directory {store.path}: {exc.strerror}") from None
+    return store

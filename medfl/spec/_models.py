@@ -98,8 +98,13 @@ class Target(SpecModel):
     """The outcome column and how its values map to the positive class."""
 
     column: str = Field(min_length=1)
-    positive: list[str | int | float | bool] | None = Field(
+    positive: list[Level] | None = Field(
         default=None, description="values that mean the positive class"
+    )
+    negative: list[Level] | None = Field(
+        default=None,
+        description="with positive: the values that mean the negative class; any other "
+        "value is then an error (without it, every non-positive value is negative)",
     )
     positive_above: float | None = Field(
         default=None, description="numeric outcome: values above this are positive"
@@ -109,6 +114,11 @@ class Target(SpecModel):
     def _one_rule(self) -> Target:
         if self.positive is not None and self.positive_above is not None:
             raise ValueError("give either 'positive' or 'positiveAbove', not both")
+        if self.negative is not None and self.positive is None:
+            raise ValueError("'negative' needs 'positive'")
+        overlap = set(self.negative or []) & set(self.positive or [])
+        if overlap:
+            raise ValueError(f"value(s) both positive and negative: {', '.join(sorted(overlap))}")
         return self
 
 

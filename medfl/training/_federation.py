@@ -111,6 +111,7 @@ class Federation:
                 f"{need}: {reasons}"
             )
         schema = self.experiment.data_schema
+        _check_both_classes(self.experiment, hellos)
         preprocessor = Preprocessor.from_summaries(schema, [h.summary for h in hellos.values()])
         self.transport.configure(preprocessor)
         return Setup(list(hellos), excluded, hellos, preprocessor)
@@ -190,6 +191,29 @@ class Federation:
             mean_over_sites=unweighted([s.metrics for s in sites.values()]),
             sites=sites,
         )
+
+
+def _check_both_classes(experiment: Experiment, hellos: dict[str, SiteHello]) -> None:
+    """A federation without one of the classes has nothing to learn; most often the
+    outcome's spelling at the sites differs from schema.target.positive."""
+    positives = sum(h.report.positives for h in hellos.values())
+    negatives = sum(h.report.negatives for h in hellos.values())
+    if positives and negatives:
+        return
+    missing = "positive" if not positives else "negative"
+    target = experiment.data_schema.target
+    rule = (
+        f"positive: {target.positive}"
+        if target.positive is not None
+        else f"positiveAbove: {target.positive_above}"
+        if target.positive_above is not None
+        else "values 0/1"
+    )
+    raise DataError(
+        f"no site has a {missing} outcome in column {target.column!r} (schema.target {rule}); "
+        "check how the sites spell the outcome, or map their codes with sites[].levels",
+        column=target.column,
+    )
 
 
 def _update_problem(update: LocalUpdate, current: Params) -> str | None:

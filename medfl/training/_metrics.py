@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 METRICS = ("loss", "accuracy", "auc", "sensitivity", "specificity", "f1")
+# Confusion-matrix counts travel with the metrics (aggregates, not rows), so the
+# federation's accuracy, sensitivity, specificity and F1 are those of the pooled counts.
+COUNTS = ("tp", "fp", "tn", "fn")
+_FROM_COUNTS = ("accuracy", "sensitivity", "specificity", "f1")
 Metrics = dict[str, float | None]
 
 
@@ -30,14 +35,24 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, loss: float, threshold: floa
         return dict.fromkeys(METRICS)
     pred = prob >= threshold
     truth = y == 1
-    tp = float(np.sum(pred & truth))
-    tn = float(np.sum(~pred & ~truth))
-    fp = float(np.sum(pred & ~truth))
-    fn = float(np.sum(~pred & truth))
+    counts = {
+        "tp": float(np.sum(pred & truth)),
+        "fp": float(np.sum(pred & ~truth)),
+        "tn": float(np.sum(~pred & ~truth)),
+        "fn": float(np.sum(~pred & truth)),
+    }
     return {
         "loss": loss if math.isfinite(loss) else None,
-        "accuracy": _ratio(tp + tn, len(y)),
         "auc": roc_auc(y, prob),
+        **_from_counts(counts),
+        **counts,
+    }
+
+
+def _from_counts(c: Mapping[str, float]) -> Metrics:
+    tp, fp, tn, fn = (c[k] for k in COUNTS)
+    return {
+        "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
@@ -45,12 +60,19 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, loss: float, threshold: floa
 
 
 def weighted(per_site: list[tuple[Metrics, int]]) -> Metrics:
-    """Example-weighted mean of each metric over the sites where it is defined."""
+    """The federation's figure. Loss and AUC: the example-weighted mean over the sites
+    where they are defined. Accuracy, sensitivity, specificity, F1: from the summed
+    confusion counts, i.e. each site weighted by the examples that metric counts (its
+    positives for sensitivity); sites that sent no counts by example-weighted mean."""
     out: Metrics = {}
     for name in METRICS:
         pairs = [(m[name], n) for m, n in per_site if m.get(name) is not None and n > 0]
         total = sum(n for _, n in pairs)
         out[name] = sum(float(v) * n for v, n in pairs if v is not None) / total if total else None
+    counted = [m for m, n in per_site if n > 0 and all(m.get(k) is not None for k in COUNTS)]
+    if counted:
+        sums = {k: sum(float(m[k] or 0.0) for m in counted) for k in COUNTS}
+        out |= _from_counts(sums) | sums
     return out
 
 

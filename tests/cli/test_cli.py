@@ -187,3 +187,58 @@ def test_validate_warns_about_an_empty_site_that_min_sites_allows(spec_file, tmp
     err = capsys.readouterr().err
     assert "warning: skipped (minSites 2 allows it): site 'south': data file is empty" in err
     assert "valid (2 site(s) ready)" in err
+
+
+def test_predict_with_site_applies_its_missing_spellings(spec_file, tmp_path, capsys):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["sites"][0]["naValues"] = ["-999"]
+    spec_file.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    pd.DataFrame({"age": ["-999", ""], "smoker": ["yes", "yes"]}).to_csv(
+        tmp_path / "new.csv", index=False
+    )
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "new.csv"), "--site", "north"]) == 0
+    scores = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert scores["probability"][0] == scores["probability"][1]  # both imputed the same way
+
+
+def test_out_folder_holding_a_run_is_refused(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet", "--seed", "9"]) == 2
+    assert f"{out} already holds a run: continue it with --resume {out}" in capsys.readouterr().err
+    assert yaml.safe_load((out / "experiment.yaml").read_text())["training"]["seed"] == 7
+
+
+def test_out_that_is_a_file_is_a_usage_error_not_a_traceback(spec_file, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["run", str(spec_file), "--out", str(tmp_path / "afile"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the run directory" in err and "Traceback" not in err
+
+
+def test_resume_takes_more_rounds_but_not_another_seed(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "--resume", str(out), "--seed", "1", "--quiet"]) == 2
+    assert main(["run", "--resume", str(out), "--rounds", "5", "--quiet"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert [r["round"] for r in result["rounds"]] == [1, 2, 3, 4, 5]
+    assert main(["run", "--resume", str(out), "--rounds", "2", "--quiet"]) == 2
+    assert "already has 5 rounds" in capsys.readouterr().err
+
+
+def test_json_prints_the_failed_result_too(spec_file, tmp_path, capsys):
+    (tmp_path / "east.csv").unlink()
+    assert main(["run", str(spec_file), "--out", str(tmp_path / "run"), "--json", "-q"]) == 3
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "failed"
+    assert "site 'east': data file not found" in result["error"]
+
+
+def test_a_bad_seed_names_the_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "a.yaml", "--seed", "abc"])
+    assert "argument --seed: invalid seed value: 'abc'" in capsys.readouterr().err

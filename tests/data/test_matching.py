@@ -59,7 +59,10 @@ def test_site_with_missing_column_is_named_in_error_before_round_1(
         run_fast(spec)
     assert exc.value.site == "site-b"
     assert exc.value.column == column
-    assert str(exc.value) == f"site 'site-b': required column(s) missing: {column!r}"
+    others = ", ".join(repr(c) for c in ["age", "bp", "sex", "smoker", "outcome"] if c != column)
+    assert str(exc.value) == (
+        f"site 'site-b': required column(s) missing: {column!r} (the site has {others})"
+    )
     result = read_result(tmp_path / "run")
     assert (result["status"], result["rounds"]) == ("failed", [])
     assert "site 'site-b'" in result["error"]
@@ -70,14 +73,64 @@ def test_missing_mapped_column_names_both_spellings(tmp_path) -> None:
     site_entry(spec, "site-a")["columns"] = {"bp": "BloodPressure"}
     with pytest.raises(DataError) as exc:
         parse_and_prepare(spec)
-    assert "required column(s) missing: 'bp' (mapped from 'BloodPressure')" in str(exc.value)
+    assert "required column(s) missing: 'bp' (the site's 'BloodPressure')" in str(exc.value)
 
 
 def test_mapping_to_a_column_the_schema_lacks_is_named(tmp_path) -> None:
     spec = make_sites(tmp_path)
     site_entry(spec, "site-a")["columns"] = {"weight": "Weight"}
-    with pytest.raises(DataError, match="site 'site-a': column mapping names schema column"):
+    with pytest.raises(DataError, match="site 'site-a': columns mapping names schema column"):
         parse_and_prepare(spec)
+
+
+def test_level_mapping_for_a_column_the_schema_lacks_is_named(tmp_path) -> None:
+    spec = make_sites(tmp_path)
+    site_entry(spec, "site-a")["levels"] = {"gender": {"M": "male"}}
+    with pytest.raises(DataError) as exc:
+        parse_and_prepare(spec)
+    assert str(exc.value) == (
+        "site 'site-a': levels mapping names categorical or outcome column(s) the schema "
+        "does not have: 'gender'"
+    )
+
+
+def test_site_level_mapping_applies_to_the_outcome(tmp_path, run_fast) -> None:
+    frames = make_frames()
+    plain = run_fast(make_sites(tmp_path / "plain", frames=frames), out="plain")
+    frames["site-b"] = frames["site-b"].assign(
+        outcome=frames["site-b"]["outcome"].map({0: "N", 1: "Y"})
+    )
+    spec = make_sites(tmp_path / "coded", frames=frames)
+    site_entry(spec, "site-b")["levels"] = {"outcome": {"N": "0", "Y": "1"}}
+    coded = run_fast(spec, out="coded")
+    assert_same_arrays(model_arrays(plain.run_dir), model_arrays(coded.run_dir))
+
+
+def test_outcome_level_outside_positive_and_negative_is_named(tmp_path) -> None:
+    frames = make_frames()
+    frames["site-c"] = frames["site-c"].assign(
+        outcome=frames["site-c"]["outcome"].map({0: "no", 1: "Yes"})
+    )
+    for name in ("site-a", "site-b"):
+        frames[name] = frames[name].assign(outcome=frames[name]["outcome"].map({0: "no", 1: "yes"}))
+    spec = make_sites(tmp_path, frames=frames)
+    spec["schema"]["target"] = {"column": "outcome", "positive": ["yes"], "negative": ["no"]}
+    with pytest.raises(DataError) as exc:
+        parse_and_prepare(spec)
+    assert str(exc.value) == (
+        "site 'site-c': outcome column 'outcome' has level(s) that are neither positive "
+        "nor negative: 'Yes'"
+    )
+
+
+def test_a_federation_without_positives_fails_before_round_1(tmp_path, run_fast) -> None:
+    spec = make_sites(tmp_path)
+    spec["schema"]["target"] = {"column": "outcome", "positive": ["7"]}
+    with pytest.raises(DataError) as exc:
+        run_fast(spec)
+    assert str(exc.value).startswith(
+        "no site has a positive outcome in column 'outcome' (schema.target positive: ['7'])"
+    )
 
 
 def test_site_column_and_level_mapping_equals_schema_spelling(tmp_path, run_fast) -> None:

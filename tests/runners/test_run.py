@@ -16,7 +16,18 @@ from medfl.spec import parse_experiment
 from tests.helpers import assert_same_arrays, make_sites, model_arrays, read_result
 
 ROOT = Path(__file__).resolve().parents[2]
-METRIC_NAMES = {"loss", "accuracy", "auc", "sensitivity", "specificity", "f1"}
+METRIC_NAMES = {
+    "loss",
+    "accuracy",
+    "auc",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+}
 
 
 def test_run_directory_holds_spec_result_model_plots_and_report(tmp_path, run_fast) -> None:

@@ -80,3 +80,16 @@ def test_non_finite_predictions_have_no_metrics() -> None:
     assert m == dict.fromkeys(("loss", "accuracy", "auc", "sensitivity", "specificity", "f1"))
     # so one such site leaves the federation's figures to the others
     assert weighted([(m, 10), ({"auc": 0.7}, 5)])["auc"] == pytest.approx(0.7)
+
+
+def test_federation_sensitivity_comes_from_pooled_confusion_counts() -> None:
+    # site A: 9 positives, 8 found; 1 negative, 0 right. Site B: 1 positive, 0 found;
+    # 9 negatives, 9 right. Same size, so a plain example-weighted mean of the sites'
+    # sensitivities would say (8/9 + 0/1) / 2 = 0.44; the pooled truth is 8/10.
+    a = binary_metrics(np.array([1] * 9 + [0]), np.array([0.9] * 8 + [0.1, 0.9]), 0.3, 0.5)
+    b = binary_metrics(np.array([1] + [0] * 9), np.array([0.1] * 10), 0.3, 0.5)
+    out = weighted([(a, 10), (b, 10)])
+    assert out["sensitivity"] == pytest.approx(8 / 10)
+    assert out["specificity"] == pytest.approx(9 / 10)
+    assert out["accuracy"] == pytest.approx(17 / 20)
+    assert (out["tp"], out["fp"], out["tn"], out["fn"]) == (8.0, 1.0, 9.0, 2.0)
