@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     predict.add_argument("file", type=Path, metavar="FILE", help="CSV or Parquet of patients")
     predict.add_argument("--site", help="apply this site's column and level mappings")
+    predict.add_argument(
+        "--id-column", metavar="COLUMN", help="copy this column (e.g. a patient id) into the output"
+    )
     predict.add_argument("--out", type=Path, help="write CSV here (default: stdout)")
     predict.set_defaults(handler=cmd_predict)
     return parser

@@ -45,6 +45,10 @@ def _summary(result: RunResult, run_dir: Path, console: Console) -> None:
         if ev is not None:
             table.add_row(label, *(_fmt(ev.metrics.get(m)) for m in HEADLINE))
     console.print(table)
+    console.print(
+        "[dim]all sites' test splits: accuracy, sensitivity, specificity, F1 from the summed "
+        "confusion counts; AUC example-weighted over sites[/]"
+    )
     console.print(f"report: {run_dir / REPORT_FILE}\nresults: {run_dir}")
 
 
@@ -184,7 +188,12 @@ def _read_table(path: Path) -> pd.DataFrame:
 def cmd_predict(args: argparse.Namespace) -> int:
     from medfl.predict import predict
 
-    scores = predict(args.run_dir, _read_table(args.file), site=args.site)
+    table = _read_table(args.file)
+    scores = predict(args.run_dir, table, site=args.site)
+    if args.id_column:
+        if args.id_column not in table.columns:
+            raise DataError(f"--id-column: {args.file} has no column {args.id_column!r}")
+        scores.insert(0, args.id_column, table[args.id_column].to_numpy())
     if args.out:
         scores.to_csv(args.out, index_label="row")
         print(f"{len(scores)} prediction(s) written to {args.out}", file=sys.stderr)

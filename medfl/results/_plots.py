@@ -25,7 +25,7 @@ def plot_rounds(result: RunResult, folder: Path) -> list[Path]:
 
     rounds = [r.round for r in result.rounds]
     sites = sorted({s for r in result.rounds for s in r.sites})
-    fig = Figure(figsize=(13, 3.8), dpi=90, layout="constrained")
+    fig = Figure(figsize=(14, 3.8), dpi=90, layout="constrained")
     for ax, metric in zip(fig.subplots(1, len(PLOTTED)), PLOTTED, strict=True):
         for site in sites:
             ys = [
@@ -37,7 +37,7 @@ def plot_rounds(result: RunResult, folder: Path) -> list[Path]:
         ax.plot(rounds, fed, color="black", linewidth=2.5, label="federation")
         ax.set(xlabel="round", title=f"validation {metric}")
         ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", fontsize=8)
     fig.suptitle(f"{result.name}: validation metrics per round, per site")
     path = folder / PLOT_FILE
     fig.savefig(path)

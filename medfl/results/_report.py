@@ -22,7 +22,7 @@ def _table(rows: dict[str, dict[str, float | None]], first: str) -> list[str]:
 
 
 def _evaluation_rows(label: str, ev: Evaluation) -> dict[str, dict[str, float | None]]:
-    rows = {f"{label} (weighted)": ev.metrics, f"{label} (mean over sites)": ev.mean_over_sites}
+    rows = {f"{label} (all sites)": ev.metrics, f"{label} (mean over sites)": ev.mean_over_sites}
     return rows
 
 
@@ -75,6 +75,10 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
     if plots:
         lines += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += [
+        "",
+        "*All sites*: accuracy, sensitivity, specificity and F1 from the confusion counts "
+        "summed over the sites (as if the test splits were pooled); AUC and loss are the "
+        "example-weighted mean of the sites'. *Mean over sites*: each site counts once.",
         "",
         "Undefined metrics (for example AUC at a site with one outcome class) show "
         "as n/a and are left out of the federation's figures.",

@@ -6,6 +6,7 @@ mid-write never leaves a torn result.json or checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -38,11 +39,19 @@ def new_run_dir(name: str, root: Path = Path("runs")) -> Path:
     return path
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: once, then put it back
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the run's files the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

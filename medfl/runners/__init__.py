@@ -58,11 +58,27 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _check_sites_here(experiment: Experiment, store: RunStore, engine: Engine) -> None:
+    """In a simulation every site's data is on this machine: a bad site fails in a
+    second here rather than after Ray has started (the sites check again there)."""
+    from medfl.training import Federation, InProcessTransport
+
+    try:
+        Federation(experiment, InProcessTransport(experiment)).setup()
+    except MedflError as exc:
+        failed = RunResult(name=experiment.name, engine=engine.name, status="failed")
+        failed.error = str(exc)
+        store.save_result(failed)
+        raise
+
+
 def _execute(
     experiment: Experiment, engine: Engine, store: RunStore, options: DriveOptions
 ) -> RunResult:
     if isinstance(engine, FlowerEngine):
         from medfl.fl import Timeouts, run_flower_simulation
+
+        _check_sites_here(experiment, store, engine)
 
         timeouts = Timeouts(engine.startup_timeout_s, engine.reply_timeout_s)
         return run_flower_simulation(experiment, store, options, engine.num_cpus, timeouts)

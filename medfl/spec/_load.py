@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from medfl.errors import SpecError
-from medfl.spec._models import CsvSource, Experiment, ParquetSource
+from medfl.spec._models import DNS_LABEL, IMPORT_PATH, CsvSource, Experiment, ParquetSource
 
 API_VERSION = "medfl.io/v1alpha1"
 KIND = "FederatedExperiment"
@@ -35,6 +35,10 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 
+_PATTERN_MESSAGES = {
+    DNS_LABEL: "use lower-case letters, digits and '-', starting and ending with a letter or digit",
+    IMPORT_PATH: "expected 'package.module:ClassName'",
+}
 _MESSAGES = {"extra_forbidden": "unknown field", "missing": "required field is missing"}
 
 
@@ -56,6 +60,8 @@ def _problems(err: ValidationError, prefix: str) -> list[tuple[str, str]]:
             loc += (str(e["ctx"]["discriminator"]).strip("'"),)
             e = {**e, "type": "missing"}
         msg = _MESSAGES.get(e["type"], e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "string_pattern_mismatch":
+            msg = _PATTERN_MESSAGES.get(e["ctx"]["pattern"], msg)
         problems.append((_path(prefix, loc), msg))
     return problems
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic.alias_generators import to_camel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
 def _level_text(value: Any) -> Any:
@@ -200,7 +201,7 @@ class CustomModel(SpecModel):
     """A user's own ``torch.nn.Module``, built as ``cls(in_features=, out_features=, **kwargs)``."""
 
     type: Literal["custom"] = "custom"
-    import_path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    import_path: str = Field(pattern=IMPORT_PATH)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -242,3 +242,15 @@ def test_a_bad_seed_names_the_option(capsys):
     with pytest.raises(SystemExit):
         main(["run", "a.yaml", "--seed", "abc"])
     assert "argument --seed: invalid seed value: 'abc'" in capsys.readouterr().err
+
+
+def test_predict_can_carry_an_id_column(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    patients = _site_frame(9, n=3).drop(columns=["outcome"]).assign(pid=["p7", "p8", "p9"])
+    patients.to_csv(tmp_path / "new.csv", index=False)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "new.csv"), "--id-column", "pid"]) == 0
+    scores = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert list(scores.columns) == ["row", "pid", "probability", "prediction"]
+    assert list(scores["pid"]) == ["p7", "p8", "p9"]

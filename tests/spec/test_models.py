@@ -101,7 +101,7 @@ BAD = {
     "site name not a DNS label": (
         {"sites": [{"name": "Site_A", "data": {"source": "demo", "hospital": "Hungary"}}]},
         "sites[0].name",
-        "String should match pattern",
+        "use lower-case letters, digits and '-', starting and ending with a letter or digit",
     ),
     "unknown demo hospital": (
         {"sites": [{"name": "a", "data": {"source": "demo", "hospital": "Boston"}}]},
@@ -170,7 +170,7 @@ BAD = {
     "custom model without module": (
         {"model": {"type": "custom", "importPath": "NoColon"}},
         "model.importPath",
-        "String should match pattern",
+        "expected 'package.module:ClassName'",
     ),
     "unknown baseline": (
         {"evaluation": {"baselines": ["central"]}},
