@@ -61,8 +61,14 @@ def _experiment_for(args: argparse.Namespace) -> Experiment:
         raise UsageError("--resume continues a run as it was: --seed and --out do not apply")
     store = RunStore(args.resume)
     experiment = store.experiment()
+    finished = store.load_result()
+    done = len(finished.rounds)
+    if finished.status == "succeeded" and (args.rounds or done) <= done:
+        raise UsageError(
+            f"{args.resume} already finished ({done} rounds); to train it longer: "
+            f"medfl run --resume {args.resume} --rounds N"
+        )
     if args.rounds is not None:
-        done = len(store.load_result().rounds)
         if args.rounds < done:
             raise UsageError(f"--rounds {args.rounds}: {args.resume} already has {done} rounds")
         experiment = _overrides(experiment, args)
@@ -88,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     experiment = _experiment_for(args)
     engine = FlowerEngine() if args.engine == "flower" else FastEngine()
     with _progress_bar(console) as bar:
-        task = bar.add_task("rounds", total=experiment.training.rounds, metrics="")
+        done = len(RunStore(args.resume).load_result().rounds) if args.resume else 0
+        task = bar.add_task("rounds", total=experiment.training.rounds, completed=done, metrics="")
 
         def progress(record: RoundRecord) -> None:
             shown = ", ".join(f"{m} {_fmt(record.metrics.get(m))}" for m in ("accuracy", "auc"))
@@ -171,7 +178,7 @@ def _print_reports(reports: list[dict]) -> None:
             missing,
             ", ".join(r["droppedColumns"]) or "-",
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def _read_table(path: Path) -> pd.DataFrame:

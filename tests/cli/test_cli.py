@@ -227,7 +227,7 @@ def test_resume_takes_more_rounds_but_not_another_seed(spec_file, tmp_path, caps
     result = json.loads((out / "result.json").read_text())
     assert [r["round"] for r in result["rounds"]] == [1, 2, 3, 4, 5]
     assert main(["run", "--resume", str(out), "--rounds", "2", "--quiet"]) == 2
-    assert "already has 5 rounds" in capsys.readouterr().err
+    assert "already finished (5 rounds)" in capsys.readouterr().err
 
 
 def test_json_prints_the_failed_result_too(spec_file, tmp_path, capsys):
@@ -254,3 +254,10 @@ def test_predict_can_carry_an_id_column(spec_file, tmp_path, capsys):
     scores = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert list(scores.columns) == ["row", "pid", "probability", "prediction"]
     assert list(scores["pid"]) == ["p7", "p8", "p9"]
+
+
+def test_resuming_a_finished_run_says_so(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    assert f"{out} already finished (3 rounds)" in capsys.readouterr().err
