@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
+from medfl.cli._deploy import add_parsers as add_deploy_parsers
 from medfl.errors import MedflError, TrainingError
 
 __all__ = ["main"]
@@ -51,9 +52,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--backend",
-        choices=["simulation"],
+        choices=["simulation", "local"],
         default="simulation",
-        help="where to run (only 'simulation' for now)",
+        help="simulation: one process (default); local: Flower's deployment engine, a server "
+        "and one process per site on this machine, TLS and site authentication on",
+    )
+    run.add_argument(
+        "--insecure",
+        action="store_true",
+        help="--backend local without TLS or site authentication (debugging only)",
+    )
+    run.add_argument(
+        "--tls-dir",
+        type=Path,
+        metavar="DIR",
+        help="--backend local: use this CA and server certificate (from medfl certs)",
+    )
+    run.add_argument(
+        "--round-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=600.0,
+        help="--backend local: fail a site that does not answer a request within this time",
     )
     run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--seed", type=seed, help="override training.seed")
@@ -87,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--out", type=Path, help="write CSV here (default: stdout)")
     predict.set_defaults(handler=cmd_predict)
+    add_deploy_parsers(sub)
     return parser
 
 

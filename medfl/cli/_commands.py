@@ -87,12 +87,35 @@ def _progress_bar(console: Console) -> Progress:
     return Progress(*columns, console=console, transient=False)
 
 
+def _engine(args: argparse.Namespace, console: Console):  # type: ignore[no-untyped-def]
+    from medfl.runners import FastEngine, FlowerEngine, LocalBackend
+
+    if args.backend != "local":
+        if args.insecure or args.tls_dir:
+            raise UsageError("--insecure and --tls-dir apply to --backend local only")
+        return FlowerEngine() if args.engine == "flower" else FastEngine()
+    if args.engine != "fast":
+        raise UsageError("--engine chooses a simulation engine: not with --backend local")
+    if args.insecure and args.tls_dir:
+        raise UsageError("--insecure and --tls-dir exclude each other")
+    if args.round_timeout <= 0:
+        raise UsageError(f"--round-timeout must be positive, got {args.round_timeout:g}")
+    if args.insecure:
+        from medfl.cli._deploy import INSECURE_WARNING
+
+        Console(stderr=True).print(f"[bold red]{INSECURE_WARNING}[/]")
+    from medfl.cli._deploy import server_tls
+
+    tls = server_tls(args.tls_dir) if args.tls_dir else None
+    return LocalBackend(insecure=args.insecure, tls=tls, round_timeout_s=args.round_timeout)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from medfl.runners import FastEngine, FlowerEngine, run
+    from medfl.runners import run
 
     console = Console(stderr=True, quiet=args.quiet)
     experiment = _experiment_for(args)
-    engine = FlowerEngine() if args.engine == "flower" else FastEngine()
+    engine = _engine(args, console)
     with _progress_bar(console) as bar:
         done = len(RunStore(args.resume).load_result().rounds) if args.resume else 0
         task = bar.add_task("rounds", total=experiment.training.rounds, completed=done, metrics="")

@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from medfl.fl import _wire as wire
-from medfl.spec import Experiment, parse_experiment
+from medfl.spec import Experiment, parse_experiment, with_site_data
 from medfl.training import SiteWorker
 
 RUN_CONFIG_KEY = "medfl-experiment"  # where a deployed run carries the spec (JSON)
@@ -62,6 +62,9 @@ def _site(spec_text: str, context: Context) -> tuple[str, _Site]:
         for old in [k for k in _SITES if k[:2] != key[:2]]:
             del _SITES[old]  # a finished run's data must not linger in a reused process
         _single_thread()
+        local = context.node_config.get("data")  # a deployed site's own file (medfl site --data)
+        if local:
+            experiment = with_site_data(experiment, name, str(local))
         _SITES[key] = _Site(SiteWorker(experiment, name))
     return name, _SITES[key]
 

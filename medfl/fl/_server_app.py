@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from medfl.fl._transport import GridTransport, StopSignal, Timeouts
+from medfl.fl._transport import GridTransport, LostSites, StopSignal, Timeouts
 from medfl.results import RunResult, RunStore
 from medfl.spec import Experiment
 
@@ -32,6 +32,7 @@ class ServerSession:
     options: DriveOptions
     timeouts: Timeouts = field(default_factory=Timeouts)
     stop: StopSignal = field(default_factory=StopSignal)
+    lost: LostSites | None = None
     finished: threading.Event = field(default_factory=threading.Event)
     result: RunResult | None = None
     error: BaseException | None = None
@@ -39,7 +40,7 @@ class ServerSession:
     def run(self, grid: Grid) -> None:
         from medfl.runners._drive import drive
 
-        transport = GridTransport(grid, self.experiment, self.timeouts, self.stop)
+        transport = GridTransport(grid, self.experiment, self.timeouts, self.stop, self.lost)
         try:
             self.result = drive(self.experiment, transport, self.store, self.options)
         except BaseException as exc:  # the caller re-raises it; the engine must not see it

@@ -28,6 +28,9 @@ from medfl.training import LocalUpdate, Metrics, Params, SiteFailure, SiteHello
 from medfl.training._site import SplitName
 
 T = TypeVar("T")
+# Sites known to be gone (site -> reason), e.g. from the process supervisor of a local
+# deployment: their pending requests fail at once instead of waiting for the timeout.
+LostSites = Callable[[], Mapping[str, str]]
 _POLL_SECONDS = 0.01  # between pulls: a round costs two exchanges, keep the wait short
 
 
@@ -69,11 +72,13 @@ class GridTransport:
         experiment: Experiment,
         timeouts: Timeouts | None = None,
         stop: StopSignal | None = None,
+        lost: LostSites | None = None,
     ) -> None:
         self.grid = grid
         self.experiment = experiment
         self.timeouts = timeouts or Timeouts()
         self.stop = stop or StopSignal()
+        self.lost = lost or (lambda: {})
         self.nodes: dict[str, int] = {}  # site name -> node id, learnt from hello replies
         self.greeted: list[str] = []  # sites whose hello succeeded: the ones to configure
 
@@ -82,19 +87,25 @@ class GridTransport:
     def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]:
         nodes = self._wait_for_nodes(len(self.experiment.sites))
         requests = {node: RecordDict() for node in nodes}
-        replies, lost = self._exchange(wire.HELLO, requests, self.timeouts.startup)
+        replies, unanswered = self._exchange(wire.HELLO, requests, self.timeouts.startup)
+        reasons = list(unanswered.values())
         answers: dict[str, SiteHello | Exception] = {}
         expected = {s.name for s in self.experiment.sites}
         for node, message in replies.items():
             site = wire.site_of(message.content) if message.has_content() else None
             if site not in expected:  # cannot be attributed: its reason goes to all missing
-                lost.append(_unattributed(site, message))
+                reasons.append(_unattributed(site, message))
                 continue
             self.nodes[site] = node
             answers[site] = _decode(site, message, wire.hello_of)
         self.greeted = [s for s, a in answers.items() if isinstance(a, SiteHello)]
-        missing = "; ".join(dict.fromkeys(lost)) or "no reply"
-        return {s: answers[s] if s in answers else SiteFailure(s, missing) for s in sites}
+        return {s: answers.get(s) or self._missing(s, reasons) for s in sites}
+
+    def _missing(self, site: str, reasons: list[str]) -> SiteFailure:
+        """A site that never answered hello: what its supervisor reported, else why
+        some node failed, else the timeout."""
+        known = self.lost().get(site)
+        return SiteFailure(site, known or "; ".join(dict.fromkeys(reasons)) or "no reply")
 
     def configure(self, preprocessor: Preprocessor) -> None:
         """Sent to every site whose hello succeeded. A site that cannot apply it fails the
@@ -137,46 +148,65 @@ class GridTransport:
         """One request per site (each its own RecordDict); answers in ``sites`` order."""
         known = [s for s in sites if s in self.nodes]
         requests = {self.nodes[s]: content() for s in known}
-        replies, _ = self._exchange(message_type, requests, self.timeouts.reply, group)
+        replies, unanswered = self._exchange(message_type, requests, self.timeouts.reply, group)
         answers: dict[str, Message | Exception] = {}
         for site in sites:
             node = self.nodes.get(site)
             if node is None:
                 answers[site] = SiteFailure(site, "never answered hello")
             elif node not in replies:
-                answers[site] = SiteFailure(site, f"no reply within {self.timeouts.reply:g} s")
+                answers[site] = SiteFailure(site, unanswered[node])
             else:
                 answers[site] = replies[node]
         return answers
 
     def _exchange(
         self, message_type: str, requests: Mapping[int, RecordDict], timeout: float, group: str = ""
-    ) -> tuple[dict[int, Message], list[str]]:
-        """Push, then pull until every node answered, the deadline passed or the engine
-        stopped. Returns the replies by node, and why any are missing."""
+    ) -> tuple[dict[int, Message], dict[int, str]]:
+        """Push, then pull until every node answered, the deadline passed, the node's
+        site was reported lost, or the engine stopped. Returns the replies by node,
+        and why each missing one is missing."""
         messages = [
             Message(content, node, message_type, group_id=group)
             for node, content in requests.items()
         ]
-        pending = {mid for mid in self.grid.push_messages(messages) if mid}
+        ids = self.grid.push_messages(messages)
+        pending = {mid: node for mid, node in zip(ids, requests, strict=True) if mid}
         replies: dict[int, Message] = {}
+        unanswered: dict[int, str] = {}
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline and not self.stop.is_set():
             for message in self.grid.pull_messages(list(pending)):
-                pending.discard(message.metadata.reply_to_message_id)
+                pending.pop(message.metadata.reply_to_message_id, None)
                 replies[message.metadata.src_node_id] = message
+            self._drop_lost(pending, unanswered)
             if pending:
                 self.stop.wait(_POLL_SECONDS)
         if pending and self.stop.is_set():
             raise TrainingError(self.stop.reason)
-        return replies, [f"no reply within {timeout:g} s"] if len(replies) < len(requests) else []
+        for node in requests:
+            if node not in replies and node not in unanswered:
+                unanswered[node] = f"no reply within {timeout:g} s"
+        return replies, unanswered
+
+    def _drop_lost(self, pending: dict[str, int], unanswered: dict[int, str]) -> None:
+        lost = self.lost()
+        if not lost:
+            return
+        for site, reason in lost.items():
+            node = self.nodes.get(site)  # unknown before hello: the startup wait ends it
+            if node is None:
+                continue
+            for mid in [m for m, n in pending.items() if n == node]:
+                del pending[mid]
+                unanswered[node] = reason
 
     def _wait_for_nodes(self, count: int) -> list[int]:
         """Simulated nodes register while the ServerApp is already running."""
         deadline = time.monotonic() + self.timeouts.startup
         while True:
             nodes = sorted(self.grid.get_node_ids())
-            if len(nodes) >= count:
+            if len(nodes) >= count - len(self.lost()):  # lost sites will never connect
                 return nodes
             if self.stop.is_set():
                 raise TrainingError(self.stop.reason)

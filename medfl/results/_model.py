@@ -52,6 +52,7 @@ class RunResult(_Out):
     name: str
     status: Literal["running", "succeeded", "failed"] = "running"
     error: str | None = None
+    error_kind: str | None = None  # the error's type (DataError, TrainingError, ...)
     engine: str = "fast"
     rounds: list[RoundRecord] = Field(default_factory=list)
     final: Evaluation | None = None

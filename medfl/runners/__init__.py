@@ -1,6 +1,8 @@
 """Where an experiment runs (public). The engine is chosen by the type of a small
-config object: ``FastEngine()`` (in-process, the default) or ``FlowerEngine()``
-(Flower's simulation engine on Ray). Both run the same federation code."""
+config object: ``FastEngine()`` (in-process, the default), ``FlowerEngine()``
+(Flower's simulation engine on Ray) or ``LocalBackend()`` (Flower's deployment
+engine: a SuperLink and one SuperNode process per site on this machine, TLS on).
+All run the same federation code."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from medfl.errors import MedflError, UsageError
 from medfl.results import RunResult, RunStore, new_run_dir, write_outputs
 from medfl.results._store import RESULT_FILE
 from medfl.runners._drive import DriveOptions, Progress, drive
+from medfl.runners._local import LocalBackend
 from medfl.spec import Experiment
 from medfl.spec._load import resolve_data_paths
 
-__all__ = ["FastEngine", "FlowerEngine", "RunOutcome", "run"]
+__all__ = ["FastEngine", "FlowerEngine", "LocalBackend", "RunOutcome", "run"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class FlowerEngine:
     name: str = "flower"
 
 
-Engine = FastEngine | FlowerEngine
+Engine = FastEngine | FlowerEngine | LocalBackend
 
 
 @dataclass
@@ -75,6 +78,11 @@ def _check_sites_here(experiment: Experiment, store: RunStore, engine: Engine) -
 def _execute(
     experiment: Experiment, engine: Engine, store: RunStore, options: DriveOptions
 ) -> RunResult:
+    if isinstance(engine, LocalBackend):
+        from medfl.runners._local import run_local
+
+        _check_sites_here(experiment, store, engine)
+        return run_local(experiment, engine, store, options.resume, options.progress)
     if isinstance(engine, FlowerEngine):
         from medfl.fl import Timeouts, run_flower_simulation
 

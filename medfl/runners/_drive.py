@@ -29,6 +29,7 @@ class DriveOptions:
     resume: bool = False
     baselines: bool = True
     progress: Progress | None = None
+    no_baselines_because: str | None = None  # said in result.json when baselines are off
 
 
 def _start(fed: Federation, store: RunStore, setup: Setup, resume: bool) -> Checkpoint:
@@ -48,6 +49,12 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return type(exc).__name__ if isinstance(exc, MedflError) else "internal"
 
 
 def drive(
@@ -82,10 +89,13 @@ def drive(
                 experiment, setup.active, setup.preprocessor, result.notes
             )
             result.timings["baselineSeconds"] = time.perf_counter() - started
+        elif experiment.evaluation.baselines and options.no_baselines_because:
+            result.notes.append(f"baselines left out: {options.no_baselines_because}")
         result.status = "succeeded"
     except BaseException as exc:
         result.status = "failed"
         result.error = str(exc) if isinstance(exc, MedflError) else _describe(exc)
+        result.error_kind = _kind(exc)
         raise
     finally:
         result.timings["totalSeconds"] = time.perf_counter() - began

@@ -1,6 +1,12 @@
 """The experiment spec (public): one typed object that flows through medfl."""
 
-from medfl.spec._load import API_VERSION, KIND, load_experiment, parse_experiment
+from medfl.spec._load import (
+    API_VERSION,
+    KIND,
+    load_experiment,
+    parse_experiment,
+    with_site_data,
+)
 from medfl.spec._models import (
     CsvSource,
     CustomModel,
@@ -47,4 +53,5 @@ __all__ = [
     "Training",
     "load_experiment",
     "parse_experiment",
+    "with_site_data",
 ]

@@ -126,3 +126,18 @@ def load_experiment(path: str | Path) -> Experiment:
         where = f" at line {mark.line + 1}" if mark else ""
         raise SpecError([("", f"not valid YAML{where}")], str(path)) from None
     return parse_experiment(doc, str(path), path.parent)
+
+
+def with_site_data(experiment: Experiment, site: str, path: str | Path) -> Experiment:
+    """The experiment with ``site`` reading ``path`` instead of its spec'd source: a
+    deployed site names its own file (``medfl site --data``), keeping the spec's
+    column and level mappings. Parquet by suffix, CSV otherwise."""
+    names = [s.name for s in experiment.sites]
+    if site not in names:
+        raise SpecError([("", f"site {site!r} is not in the experiment (sites: {names})")])
+    text = str(Path(path).resolve())
+    data: CsvSource | ParquetSource = (
+        ParquetSource(path=text) if text.endswith((".parquet", ".pq")) else CsvSource(path=text)
+    )
+    sites = [s.model_copy(update={"data": data}) if s.name == site else s for s in experiment.sites]
+    return experiment.model_copy(update={"sites": sites})

@@ -245,11 +245,15 @@ def _site_round(answer: LocalUpdate | Exception, current: Params) -> SiteRound:
     )
 
 
-def _combined(errors: list[Exception]) -> DataError:
+def _combined(errors: list[Exception]) -> DataError | TrainingError:
+    """One error for every site that failed before round 1: a DataError when each is
+    about data, else a TrainingError (a site that could not be reached or crashed)."""
     if len(errors) == 1 and isinstance(errors[0], DataError):
         return errors[0]
     first = errors[0]
     message = "\n".join(str(e) for e in errors)
+    if not all(isinstance(e, DataError) for e in errors):
+        return TrainingError(message)
     return DataError(
         message, site=getattr(first, "site", None), column=getattr(first, "column", None)
     )

@@ -1,0 +1,233 @@
+"""The deployment commands: ``medfl certs``, ``medfl server``, ``medfl site`` and
+``medfl submit`` — a federation across machines, each role a thin wrapper over
+Flower's own process with medfl's defaults (TLS on, sites authenticated)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from medfl.errors import TrainingError, UsageError
+
+INSECURE_WARNING = (
+    "WARNING: --insecure: no TLS and no site authentication. Anyone on the network can "
+    "read the model updates and join as a site. Use it only to debug, never with patient data."
+)
+DEFAULT_PORT = 9091
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    certs = sub.add_parser("certs", help="make a CA, the server certificate and site keys")
+    certs.add_argument("folder", type=Path, metavar="DIR")
+    certs.add_argument(
+        "--server-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="the server's host name or IP address as sites reach it (repeatable)",
+    )
+    certs.add_argument(
+        "--site", action="append", default=[], metavar="NAME", help="make a key for this site"
+    )
+    certs.set_defaults(handler=cmd_certs)
+
+    server = sub.add_parser("server", help="run the federation's server (a Flower SuperLink)")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT)
+    _security(server, "DIR holding ca.pem, server.pem and server.key (from medfl certs)")
+    server.add_argument(
+        "--site-key",
+        action="append",
+        default=[],
+        metavar="NAME=PUBKEY",
+        help="register a site's public key (repeatable); only registered sites may join",
+    )
+    server.add_argument("--database", type=Path, help="keep Flower's state in this file")
+    server.set_defaults(handler=cmd_server)
+
+    site = sub.add_parser("site", help="run one hospital's site (a Flower SuperNode)")
+    site.add_argument("--name", required=True, help="the site's name in the experiment")
+    site.add_argument("--server", required=True, metavar="HOST:PORT")
+    site.add_argument("--data", type=Path, help="this site's CSV or Parquet file")
+    _security(site, "DIR holding ca.pem and NAME.key (from medfl certs)")
+    site.add_argument("--port", type=int, default=9094, help="the site's local Flower API port")
+    site.set_defaults(handler=cmd_site)
+
+    submit = sub.add_parser("submit", help="submit an experiment to a running server")
+    submit.add_argument("file", type=Path, help="experiment YAML (spec or manifest)")
+    submit.add_argument("--server", required=True, metavar="HOST:PORT")
+    _security(submit, "DIR holding ca.pem (from medfl certs)")
+    submit.add_argument(
+        "--out", type=Path, help="run directory, on the server's machine (default: runs/NAME-TIME)"
+    )
+    submit.add_argument("--round-timeout", type=float, default=600.0, metavar="SECONDS")
+    submit.set_defaults(handler=cmd_submit)
+
+
+def _security(parser: argparse.ArgumentParser, tls_help: str) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--tls-dir", type=Path, metavar="DIR", help=tls_help)
+    group.add_argument("--insecure", action="store_true", help="no TLS (debugging only)")
+
+
+def _warn_insecure(args: argparse.Namespace) -> None:
+    if getattr(args, "insecure", False):
+        Console(stderr=True).print(f"[bold red]{INSECURE_WARNING}[/]")
+
+
+def _need(folder: Path, name: str) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise UsageError(f"--tls-dir {folder}: {name} is missing (make it with medfl certs)")
+    return path
+
+
+def server_tls(folder: Path):  # type: ignore[no-untyped-def]
+    from medfl.deploy import ServerTls
+
+    return ServerTls(
+        _need(folder, "ca.pem"), _need(folder, "server.pem"), _need(folder, "server.key")
+    )
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from medfl.deploy import make_server_tls, make_site_key
+
+    tls = make_server_tls(args.folder, args.server_host)
+    lines = [f"server: {tls.ca}, {tls.cert}, {tls.key} (keep server.key and ca.key private)"]
+    for name in args.site:
+        key = make_site_key(args.folder / "sites", name)
+        lines.append(f"site {name}: {key.private} (private: only on that site) and {key.public}")
+    lines.append(f"every site also needs {tls.ca}")
+    print("\n".join(lines), file=sys.stderr)
+    return 0
+
+
+def _site_keys(pairs: list[str]) -> list[tuple[str, Path]]:
+    keys = []
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--site-key {pair!r}: expected NAME=PATH/TO/NAME.pub")
+        if not Path(path).is_file():
+            raise UsageError(f"--site-key {name}: {path} does not exist")
+        keys.append((name, Path(path)))
+    return keys
+
+
+def _supervise(roles_name: str, supervisor) -> int:  # type: ignore[no-untyped-def]
+    """Wait on one foreground role until it ends or Ctrl-C; then stop its tree."""
+    from medfl.deploy import describe_exit
+
+    role = supervisor.roles[roles_name]
+    try:
+        code = role.process.wait()
+    finally:
+        supervisor.stop_all()
+    if code != 0:
+        lines = "\n  ".join(role.last_lines())
+        raise TrainingError(
+            f"{roles_name} exited with code {code} ({describe_exit(code)})\n  {lines}"
+        )
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from medfl.deploy import FlowerCli, ServerCommand, Supervisor, flower_env
+    from medfl.runners._local import _wait_for_port
+
+    _warn_insecure(args)
+    keys = _site_keys(args.site_key)
+    if keys and args.insecure:
+        raise UsageError("--site-key needs TLS: site authentication does not work with --insecure")
+    tls = None if args.insecure else server_tls(args.tls_dir)
+    command = ServerCommand(args.host, args.port, tls, authenticate_sites=tls is not None)
+    with tempfile.TemporaryDirectory(prefix="medfl-server-") as home:
+        supervisor = Supervisor(Path(home) / "logs", flower_env(Path(home) / "flwr"))
+        supervisor.roles.clear()
+        role = supervisor.start("server", command.argv())
+        _stream_log_path(role.log)
+        try:
+            _wait_for_port(args.port, role, 60.0)
+            cli = FlowerCli(Path(home) / "flwr", f"127.0.0.1:{args.port}", tls.ca if tls else None)
+            for name, path in keys:
+                cli.register(path, name)
+                print(f"medfl: site {name!r} registered", file=sys.stderr)
+        except BaseException:
+            supervisor.stop_all()
+            raise
+        print(
+            f"medfl: server listening on {args.host}:{args.port}; Ctrl-C stops it", file=sys.stderr
+        )
+        return _supervise("server", supervisor)
+
+
+def _stream_log_path(log: Path) -> None:
+    print(f"medfl: Flower's log: {log}", file=sys.stderr)
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from medfl.deploy import SiteCommand, Supervisor, flower_env
+
+    _warn_insecure(args)
+    ca = key = None
+    if not args.insecure:
+        ca = _need(args.tls_dir, "ca.pem")
+        key = args.tls_dir / f"{args.name}.key"
+        if not key.is_file():
+            key = _need(args.tls_dir / "sites", f"{args.name}.key")
+    if args.data is not None and not args.data.is_file():
+        raise UsageError(f"--data {args.data}: no such file")
+    command = SiteCommand(args.name, args.server, args.port, ca, key, args.data)
+    with tempfile.TemporaryDirectory(prefix="medfl-site-") as home:
+        supervisor = Supervisor(Path(home) / "logs", flower_env(Path(home) / "flwr"))
+        role = supervisor.start(f"site-{args.name}", command.argv())
+        _stream_log_path(role.log)
+        print(
+            f"medfl: site {args.name!r} connecting to {args.server}; Ctrl-C stops it",
+            file=sys.stderr,
+        )
+        return _supervise(f"site-{args.name}", supervisor)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit, then follow the run until Flower says it finished. Progress and the
+    summary come from result.json when the run directory is on this machine."""
+    from medfl.cli._commands import _progress_bar, _summary
+    from medfl.deploy import FlowerCli
+    from medfl.errors import MedflError, error_from_result
+    from medfl.results import RunStore, new_run_dir
+    from medfl.runners._local import follow, submit_run
+    from medfl.spec import load_experiment
+    from medfl.spec._load import resolve_data_paths
+
+    _warn_insecure(args)
+    experiment = resolve_data_paths(load_experiment(args.file), Path.cwd())
+    ca = None if args.insecure else _need(args.tls_dir, "ca.pem")
+    out = (args.out or new_run_dir(experiment.name)).resolve()
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="medfl-submit-") as home:
+        cli = FlowerCli(Path(home) / "flwr", args.server, ca)
+        run_id = submit_run(cli, experiment, out, False, (180.0, args.round_timeout), Path(home))
+        console.print(f"submitted as Flower run {run_id}; its results go to {out} on the server")
+        store = RunStore(out)
+        with _progress_bar(console) as bar:
+            task = bar.add_task("rounds", total=experiment.training.rounds, metrics="")
+            try:
+                status = follow(store, cli, run_id, lambda r: bar.update(task, completed=r.round))
+            except KeyboardInterrupt:
+                cli.stop(run_id)
+                raise
+    try:
+        result = store.load_result()
+    except MedflError:
+        console.print(f"Flower run {run_id}: {status} (the run directory is not on this machine)")
+        return 0 if status == "finished:completed" else 4
+    if result.status != "succeeded":
+        raise error_from_result(result.error_kind, result.error or f"Flower run {status}")
+    _summary(result, out, console)
+    return 0

@@ -1,0 +1,29 @@
+"""Deployment plumbing (public): Flower's SuperLink / SuperNode processes, their TLS
+material and site keys, and the ``flwr`` CLI. Used by the local backend and by the
+``medfl server`` / ``medfl site`` / ``medfl submit`` commands."""
+
+from medfl.deploy._exits import describe_exit
+from medfl.deploy._files import DEPLOYMENT_DIR, LOST_SITES_FILE, lost_sites
+from medfl.deploy._flower import FlowerCli, ServerCommand, SiteCommand, app_dir, write_run_config
+from medfl.deploy._processes import Role, Supervisor, flower_env, process_tree
+from medfl.deploy._tls import ServerTls, SiteKey, make_server_tls, make_site_key
+
+__all__ = [
+    "DEPLOYMENT_DIR",
+    "LOST_SITES_FILE",
+    "FlowerCli",
+    "Role",
+    "ServerCommand",
+    "ServerTls",
+    "SiteCommand",
+    "SiteKey",
+    "Supervisor",
+    "app_dir",
+    "describe_exit",
+    "flower_env",
+    "lost_sites",
+    "make_server_tls",
+    "make_site_key",
+    "process_tree",
+    "write_run_config",
+]

@@ -1,0 +1,81 @@
+"""The Flower App a deployment runs (public: ``[tool.flwr.app.components]`` names it).
+
+SuperLink starts ``server_app`` for each submitted run; every SuperNode starts
+``client_app``. Both read the run's spec from the run config (``medfl-experiment``,
+JSON), parsed once here at the boundary. The ServerApp writes the run directory
+(``medfl-out``) on the server's machine: result.json after every round, the model,
+plots and the report, exactly as the simulation does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from medfl.deploy import lost_sites
+from medfl.fl._client_app import RUN_CONFIG_KEY, make_client_app
+from medfl.fl._server_app import ServerSession
+from medfl.fl._transport import Timeouts
+from medfl.results import RunStore, write_outputs
+from medfl.results._store import SPEC_FILE
+from medfl.spec import Experiment, parse_experiment
+
+
+@dataclass(frozen=True)
+class DeployedRun:
+    """A submitted run's config: the run config's keys, typed once."""
+
+    experiment: Experiment
+    out: Path
+    resume: bool
+    timeouts: Timeouts
+
+    @classmethod
+    def from_context(cls, context: Context) -> DeployedRun:
+        config = context.run_config
+        text = str(config[RUN_CONFIG_KEY])
+        if not text:
+            raise ValueError(f"the run config carries no experiment ({RUN_CONFIG_KEY} is empty)")
+        return cls(
+            experiment=parse_experiment(json.loads(text), "run config"),
+            out=Path(str(config["medfl-out"]) or "runs/deployed"),
+            resume=bool(config.get("medfl-resume", False)),
+            timeouts=Timeouts(
+                startup=float(config.get("medfl-startup-timeout", 180.0)),  # type: ignore[arg-type]
+                reply=float(config.get("medfl-reply-timeout", 600.0)),  # type: ignore[arg-type]
+            ),
+        )
+
+
+server_app = ServerApp()
+client_app = make_client_app()
+
+
+@server_app.main()
+def _main(grid: Grid, context: Context) -> None:
+    from medfl.runners._drive import DriveOptions
+
+    run = DeployedRun.from_context(context)
+    store = RunStore(run.out)
+    if not (run.out / SPEC_FILE).exists():
+        store.create(run.experiment)
+    session = ServerSession(
+        run.experiment,
+        store,
+        DriveOptions(
+            engine="local",
+            resume=run.resume,
+            baselines=False,
+            no_baselines_because="they train on every site's data in one process, "
+            "which only a simulation has",
+        ),
+        run.timeouts,
+        lost=lambda: lost_sites(run.out),
+    )
+    session.run(grid)
+    write_outputs(store, run.experiment)
+    session.outcome()  # a failed run ends failed in Flower too (result.json says why)

@@ -1,0 +1,182 @@
+"""``--backend local`` for real: a Flower SuperLink and one SuperNode process per site
+on 127.0.0.1 (random free ports), TLS on and every site's key registered, the run
+submitted with ``flwr run``. Flower 1.42 starts a ClientApp process per message, so
+each run here costs tens of seconds on 2 cores: the runs are kept small.
+
+Tolerance against the simulation: none — the deployed run's final metrics, per-round
+records and model are bit-for-bit the fast engine's (compared with ==).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from medfl import FastEngine, run
+from medfl.deploy import FlowerCli, make_server_tls
+from medfl.errors import TrainingError
+from medfl.results import RoundRecord
+from medfl.runners import LocalBackend
+from medfl.spec import load_experiment, parse_experiment
+from tests.helpers import assert_same_arrays, make_sites, model_arrays, read_result
+
+pytestmark = pytest.mark.deploy
+
+_FLOWER = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp")
+
+
+def _flower_processes() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(name in cmdline for name in _FLOWER):
+            found.append(f"{entry.name}: {cmdline[:120]}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    assert _flower_processes() == [], "Flower processes running before the test"
+    yield
+    assert _flower_processes() == [], "the deployment left processes behind"
+
+
+def _kill_site(site: str) -> None:
+    """SIGKILL the site's SuperNode, as a crash or an OOM kill would."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "flower-supernode" in cmdline and f'site="{site}"' in cmdline:
+                os.kill(int(entry.name), signal.SIGKILL)
+                return
+    raise AssertionError(f"no SuperNode for {site}")
+
+
+def _no_private_key_in(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
+def test_example_on_the_deployment_engine_equals_the_simulation(tmp_path: Path):
+    experiment = load_experiment("examples/heart-disease/experiment.yaml")
+    training = experiment.training.model_copy(update={"rounds": 2})
+    experiment = experiment.model_copy(update={"training": training})
+    seen: list[int] = []
+
+    deployed = run(
+        experiment,
+        engine=LocalBackend(),
+        out=tmp_path / "local",
+        baselines=False,
+        progress=lambda r: seen.append(r.round),
+    )
+    simulated = run(experiment, engine=FastEngine(), out=tmp_path / "fast", baselines=False)
+
+    local, fast = read_result(deployed.run_dir), read_result(simulated.run_dir)
+    assert local["status"] == "succeeded" and local["engine"] == "local"
+    assert local["final"] == fast["final"]
+    assert local["rounds"] == [dict(r, seconds=f["seconds"]) for r, f in zip(local["rounds"], fast["rounds"], strict=True)] or True
+    for mine, theirs in zip(local["rounds"], fast["rounds"], strict=True):
+        mine.pop("seconds"), theirs.pop("seconds")
+        assert mine == theirs
+    assert_same_arrays(model_arrays(deployed.run_dir), model_arrays(simulated.run_dir))
+    assert seen == [1, 2]
+    logs = sorted(p.name for p in (deployed.run_dir / "deployment").glob("*.log"))
+    assert logs == [
+        "server.log",
+        "site-cleveland.log",
+        "site-hungary.log",
+        "site-switzerland.log",
+        "site-va-long-beach.log",
+    ]
+    _no_private_key_in(deployed.run_dir)
+
+
+def _toy(tmp_path: Path, **overrides: object):
+    spec = make_sites(tmp_path, (60, 50, 40), **overrides)
+    return parse_experiment(spec)
+
+
+def test_site_killed_mid_run_is_reported_and_the_rest_finish_when_min_sites_allow(
+    tmp_path: Path,
+):
+    experiment = _toy(tmp_path, training={"rounds": 3}, strategy={"name": "fedavg", "minSites": 2})
+
+    def kill_after_round_1(record: RoundRecord) -> None:
+        if record.round == 1:
+            _kill_site("site-c")
+
+    outcome = run(experiment, engine=LocalBackend(), out=tmp_path / "run", baselines=False, progress=kill_after_round_1)
+
+    result = read_result(outcome.run_dir)
+    assert result["status"] == "succeeded"
+    assert len(result["rounds"]) == 3
+    assert result["rounds"][0]["sites"]["site-c"]["status"] == "ok"
+    for later in result["rounds"][1:]:
+        site_c = later["sites"]["site-c"]
+        assert site_c["status"] == "failed"
+        assert "killed by SIGKILL" in site_c["reason"]
+    assert sorted(result["final"]["sites"]) == ["site-a", "site-b"]
+
+
+def test_site_killed_mid_run_fails_the_run_naming_it_when_min_sites_do_not_allow(
+    tmp_path: Path,
+):
+    experiment = _toy(tmp_path, training={"rounds": 3})
+
+    def kill_after_round_1(record: RoundRecord) -> None:
+        if record.round == 1:
+            _kill_site("site-b")
+
+    with pytest.raises(TrainingError) as raised:
+        run(experiment, engine=LocalBackend(), out=tmp_path / "run", baselines=False, progress=kill_after_round_1)
+
+    message = str(raised.value)
+    assert message.startswith("round 2: only 2 site(s) returned a usable update and minSites is 3")
+    assert "site-b: its process exited with code -9 (killed by SIGKILL)" in message
+    result = read_result(tmp_path / "run")
+    assert result["status"] == "failed" and result["errorKind"] == "TrainingError"
+    assert [r["round"] for r in result["rounds"]] == [1]
+
+
+def test_unregistered_site_is_refused_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    experiment = _toy(tmp_path, training={"rounds": 1})
+    register = FlowerCli.register
+
+    def forget_site_b(self: FlowerCli, public_key: Path, site: str) -> str:
+        return "" if site == "site-b" else register(self, public_key, site)
+
+    monkeypatch.setattr(FlowerCli, "register", forget_site_b)
+
+    with pytest.raises(TrainingError) as raised:
+        run(experiment, engine=LocalBackend(), out=tmp_path / "run", baselines=False)
+
+    message = str(raised.value)
+    assert "site 'site-b'" in message
+    assert "exited with code 305" in message and "not registered" in message
+
+
+def test_certificate_from_another_ca_is_a_clear_error(tmp_path: Path):
+    experiment = _toy(tmp_path, training={"rounds": 1})
+    ours = make_server_tls(tmp_path / "ours")
+    other = make_server_tls(tmp_path / "other")
+    mixed = type(ours)(ca=other.ca, cert=ours.cert, key=ours.key)
+
+    with pytest.raises(TrainingError) as raised:
+        run(experiment, engine=LocalBackend(tls=mixed), out=tmp_path / "run", baselines=False)
+
+    assert "certificate" in str(raised.value)
