@@ -87,11 +87,13 @@ def _need(folder: Path, name: str) -> Path:
 
 
 def server_tls(folder: Path):  # type: ignore[no-untyped-def]
-    from medfl.deploy import ServerTls
+    from medfl.deploy import ServerTls, check_server_tls
 
-    return ServerTls(
+    tls = ServerTls(
         _need(folder, "ca.pem"), _need(folder, "server.pem"), _need(folder, "server.key")
     )
+    check_server_tls(tls)
+    return tls
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -119,20 +121,24 @@ def _site_keys(pairs: list[str]) -> list[tuple[str, Path]]:
     return keys
 
 
-def _supervise(roles_name: str, supervisor) -> int:  # type: ignore[no-untyped-def]
-    """Wait on one foreground role until it ends or Ctrl-C; then stop its tree."""
+def _supervise(supervisor) -> int:  # type: ignore[no-untyped-def]
+    """Wait until one of the supervisor's processes ends, or Ctrl-C; then stop them all."""
+    import time
+
     from medfl.deploy import describe_exit
 
-    role = supervisor.roles[roles_name]
     try:
-        code = role.process.wait()
+        while not (ended := supervisor.newly_exited()):
+            time.sleep(0.5)
     finally:
         supervisor.stop_all()
+    role = ended[0]
+    code = role.exit_code
     if code != 0:
-        lines = "\n  ".join(role.last_lines())
-        raise TrainingError(
-            f"{roles_name} exited with code {code} ({describe_exit(code)})\n  {lines}"
-        )
+        last = role.last_lines()
+        lines = "\n  ".join(last)
+        why = describe_exit(code, last)
+        raise TrainingError(f"{role.name} exited with code {code} ({why})\n  {lines}")
     return 0
 
 
@@ -148,7 +154,6 @@ def cmd_server(args: argparse.Namespace) -> int:
     command = ServerCommand(args.host, args.port, tls, authenticate_sites=tls is not None)
     with tempfile.TemporaryDirectory(prefix="medfl-server-") as home:
         supervisor = Supervisor(Path(home) / "logs", flower_env(Path(home) / "flwr"))
-        supervisor.roles.clear()
         role = supervisor.start("server", command.argv())
         _stream_log_path(role.log)
         try:
@@ -163,7 +168,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(
             f"medfl: server listening on {args.host}:{args.port}; Ctrl-C stops it", file=sys.stderr
         )
-        return _supervise("server", supervisor)
+        return _supervise(supervisor)
 
 
 def _stream_log_path(log: Path) -> None:
@@ -185,13 +190,13 @@ def cmd_site(args: argparse.Namespace) -> int:
     command = SiteCommand(args.name, args.server, args.port, ca, key, args.data)
     with tempfile.TemporaryDirectory(prefix="medfl-site-") as home:
         supervisor = Supervisor(Path(home) / "logs", flower_env(Path(home) / "flwr"))
-        role = supervisor.start(f"site-{args.name}", command.argv())
+        role = supervisor.start_site(command)
         _stream_log_path(role.log)
         print(
             f"medfl: site {args.name!r} connecting to {args.server}; Ctrl-C stops it",
             file=sys.stderr,
         )
-        return _supervise(f"site-{args.name}", supervisor)
+        return _supervise(supervisor)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

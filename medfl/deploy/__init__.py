@@ -6,7 +6,13 @@ from medfl.deploy._exits import describe_exit
 from medfl.deploy._files import DEPLOYMENT_DIR, LOST_SITES_FILE, lost_sites
 from medfl.deploy._flower import FlowerCli, ServerCommand, SiteCommand, app_dir, write_run_config
 from medfl.deploy._processes import Role, Supervisor, flower_env, process_tree
-from medfl.deploy._tls import ServerTls, SiteKey, make_server_tls, make_site_key
+from medfl.deploy._tls import (
+    ServerTls,
+    SiteKey,
+    check_server_tls,
+    make_server_tls,
+    make_site_key,
+)
 
 __all__ = [
     "DEPLOYMENT_DIR",
@@ -19,6 +25,7 @@ __all__ = [
     "SiteKey",
     "Supervisor",
     "app_dir",
+    "check_server_tls",
     "describe_exit",
     "flower_env",
     "lost_sites",

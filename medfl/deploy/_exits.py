@@ -24,7 +24,21 @@ _FLOWER = {
 }
 
 
-def describe_exit(code: int | None) -> str:
+# Words in a process's last log lines that say more precisely what went wrong.
+_HINTS = {
+    "CERTIFICATE_VERIFY_FAILED": (
+        "the server's TLS certificate is not signed by the CA this process trusts "
+        "(its ca.pem is not the federation's)"
+    ),
+    "WRONG_VERSION_NUMBER": "TLS is on at one end and off (--insecure) at the other",
+}
+
+
+def describe_exit(code: int | None, last_lines: list[str] | None = None) -> str:
+    """The exit code in words; the log's last lines sharpen a vague one."""
+    for marker, hint in _HINTS.items():
+        if code and any(marker in line for line in last_lines or []):
+            return hint
     if code is None:
         return "still running"
     if code < 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -62,9 +63,9 @@ class SiteCommand:
         config = f'site="{self.site}"'
         if self.data is not None:
             config += f' data="{self.data.resolve()}"'
-        argv = [flower_command("flower-supernode"), "--superlink", self.server]
+        argv = [sys.executable, "-m", "medfl.fl.supernode", "--superlink", self.server]
         argv += ["--port", str(self.port), "--node-config", config]
-        argv += ["--isolation", "subprocess"]
+        argv += ["--isolation", "process"]  # medfl's site executor runs the ClientApp
         if self.ca is None:
             argv.append("--insecure")
         else:
@@ -74,6 +75,12 @@ class SiteCommand:
         if self.max_wait_s is not None:
             argv += ["--max-wait-time", f"{self.max_wait_s:g}"]
         return argv
+
+    def executor_argv(self, supernode_pid: int) -> list[str]:
+        """medfl's ClientApp executor for this SuperNode (see medfl.fl.site_executor)."""
+        address = f"127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "medfl.fl.site_executor"]
+        return [*argv, "--runtime-api-address", address, "--supernode-pid", str(supernode_pid)]
 
 
 def _toml_string(text: str) -> str:

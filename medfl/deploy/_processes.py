@@ -17,6 +17,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medfl.deploy._flower import SiteCommand
 
 _GRACE_SECONDS = 3.0  # SIGTERM first; whatever still runs after this gets SIGKILL
 _EXIT_CODE = re.compile(r"Exit Code: (\d+)")  # how Flower logs why it exits
@@ -52,6 +56,7 @@ class Role:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    site: str | None = None  # the site this process serves; None: the server
     reported: bool = False
 
     @property
@@ -124,7 +129,7 @@ class Supervisor:
     env: dict[str, str]
     roles: dict[str, Role] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str]) -> Role:
+    def start(self, name: str, argv: list[str], site: str | None = None) -> Role:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as handle:
@@ -136,9 +141,17 @@ class Supervisor:
                 env=self.env,
                 start_new_session=True,  # Ctrl-C reaches medfl, which then stops these
             )
-        role = Role(name, process, log)
+        role = Role(name, process, log, site)
         self.roles[name] = role
         return role
+
+    def start_site(self, command: SiteCommand) -> Role:
+        """A site: its SuperNode, and medfl's executor that runs its ClientApp tasks
+        (logged to SITE.apps.log). Either ending means the site is gone."""
+        name = f"site-{command.site}"
+        node = self.start(name, command.argv(), command.site)
+        self.start(f"{name}.apps", command.executor_argv(node.process.pid), command.site)
+        return node
 
     def newly_exited(self) -> list[Role]:
         """Roles whose process ended since the last call."""

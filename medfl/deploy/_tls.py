@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -126,3 +127,30 @@ def make_site_key(folder: Path, site: str) -> SiteKey:
         private=_write(folder / f"{site}.key", private, private=True),
         public=_write(folder / f"{site}.pub", public + f" {site}\n".encode(), private=False),
     )
+
+
+def check_server_tls(tls: ServerTls) -> None:
+    """Before anything starts: the files exist, server.pem is signed by ca.pem, is
+    valid now, and server.key is its key. Names the file at fault."""
+    from medfl.errors import UsageError
+
+    try:
+        ca = x509.load_pem_x509_certificate(tls.ca.read_bytes())
+        cert = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+        key = serialization.load_pem_private_key(tls.key.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"TLS material cannot be read: {exc}") from None
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise UsageError(
+            f"{tls.cert} is not signed by {tls.ca}: sites would refuse the server "
+            "(use the CA that signed the server certificate)"
+        ) from None
+    now = dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise UsageError(
+            f"{tls.cert} is not valid now (valid until {cert.not_valid_after_utc:%Y-%m-%d})"
+        )
+    if key.public_key() != cert.public_key():
+        raise UsageError(f"{tls.key} is not the key of {tls.cert}")

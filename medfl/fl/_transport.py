@@ -31,7 +31,6 @@ T = TypeVar("T")
 # Sites known to be gone (site -> reason), e.g. from the process supervisor of a local
 # deployment: their pending requests fail at once instead of waiting for the timeout.
 LostSites = Callable[[], Mapping[str, str]]
-_POLL_SECONDS = 0.01  # between pulls: a round costs two exchanges, keep the wait short
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class Timeouts:
 
     startup: float = 180.0
     reply: float = 600.0
+    poll: float = 0.01  # between pulls; in-memory for a simulation, HTTP when deployed
 
 
 class StopSignal:
@@ -181,7 +181,7 @@ class GridTransport:
                 replies[message.metadata.src_node_id] = message
             self._drop_lost(pending, unanswered)
             if pending:
-                self.stop.wait(_POLL_SECONDS)
+                self.stop.wait(self.timeouts.poll)
         if pending and self.stop.is_set():
             raise TrainingError(self.stop.reason)
         for node in requests:

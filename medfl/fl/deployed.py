@@ -18,11 +18,16 @@ from flwr.serverapp import Grid, ServerApp
 
 from medfl.deploy import lost_sites
 from medfl.fl._client_app import RUN_CONFIG_KEY, make_client_app
+from medfl.fl._quick import quick_object_pulls
 from medfl.fl._server_app import ServerSession
 from medfl.fl._transport import Timeouts
 from medfl.results import RunStore, write_outputs
 from medfl.results._store import SPEC_FILE
 from medfl.spec import Experiment, parse_experiment
+
+# Each pull is an HTTP call to the SuperLink: on a small machine 100 a second take
+# the CPU the sites need to train.
+_GRID_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class DeployedRun:
     out: Path
     resume: bool
     timeouts: Timeouts
+    write_outputs: bool  # model, plots, report; off when the submitter writes them
 
     @classmethod
     def from_context(cls, context: Context) -> DeployedRun:
@@ -44,9 +50,11 @@ class DeployedRun:
             experiment=parse_experiment(json.loads(text), "run config"),
             out=Path(str(config["medfl-out"]) or "runs/deployed"),
             resume=bool(config.get("medfl-resume", False)),
+            write_outputs=bool(config.get("medfl-write-outputs", True)),
             timeouts=Timeouts(
                 startup=float(config.get("medfl-startup-timeout", 180.0)),  # type: ignore[arg-type]
                 reply=float(config.get("medfl-reply-timeout", 600.0)),  # type: ignore[arg-type]
+                poll=_GRID_POLL_SECONDS,
             ),
         )
 
@@ -59,6 +67,7 @@ client_app = make_client_app()
 def _main(grid: Grid, context: Context) -> None:
     from medfl.runners._drive import DriveOptions
 
+    quick_object_pulls()
     run = DeployedRun.from_context(context)
     store = RunStore(run.out)
     if not (run.out / SPEC_FILE).exists():
@@ -77,5 +86,6 @@ def _main(grid: Grid, context: Context) -> None:
         lost=lambda: lost_sites(run.out),
     )
     session.run(grid)
-    write_outputs(store, run.experiment)
+    if run.write_outputs:
+        write_outputs(store, run.experiment)
     session.outcome()  # a failed run ends failed in Flower too (result.json says why)

@@ -15,6 +15,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from medfl.deploy import (
     ServerCommand,
     ServerTls,
     SiteCommand,
+    SiteKey,
     Supervisor,
+    check_server_tls,
     describe_exit,
     flower_env,
     make_server_tls,
@@ -39,8 +42,11 @@ from medfl.spec import Experiment
 
 log = logging.getLogger("medfl.local")
 
-_POLL_SECONDS = 0.2
-_STATUS_EVERY_SECONDS = 5.0  # `flwr ls` costs a second of CPU: ask it now and then
+_POLL_SECONDS = 0.5  # result.json, for progress
+# `flwr ls` costs a second of CPU: ask it now and then while the run trains, and
+# often once result.json says it ended (the ServerApp is writing the report).
+_STATUS_EVERY_SECONDS = 10.0
+_STATUS_AT_END_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,10 @@ def _wait_for_port(port: int, server: Role, timeout: float) -> None:
 
 def _ended(role: Role) -> str:
     """How a process ended, and its last log lines (Flower's messages, never data)."""
-    tail = "\n    ".join(role.last_lines())
-    return f"exited with code {role.exit_code} ({describe_exit(role.exit_code)})" + (
+    last = role.last_lines()
+    tail = "\n    ".join(last)
+    code = role.exit_code
+    return f"exited with code {code} ({describe_exit(code, last)})" + (
         f"; its last log lines:\n    {tail}" if tail else ""
     )
 
@@ -110,6 +118,8 @@ class _Deployment:
 
     def start(self) -> FlowerCli:
         tls = None
+        if self.backend.tls is not None:
+            check_server_tls(self.backend.tls)
         if not self.backend.insecure:
             tls = self.backend.tls or make_server_tls(self.secrets / "tls")
         port = free_port()
@@ -118,11 +128,9 @@ class _Deployment:
         _wait_for_port(port, role, self.backend.startup_timeout_s)
         address = f"127.0.0.1:{port}"
         cli = FlowerCli(self.secrets / "flwr", address, tls.ca if tls else None)
+        keys = self._register_sites(cli) if tls is not None else {}
         for site in self.experiment.sites:
-            key = None
-            if tls is not None:
-                key = make_site_key(self.secrets / "keys", site.name)
-                cli.register(key.public, site.name)
+            key = keys.get(site.name)
             command = SiteCommand(
                 site.name,
                 address,
@@ -131,12 +139,25 @@ class _Deployment:
                 key.private if key else None,
                 max_wait_s=self.backend.startup_timeout_s,
             )
-            self.supervisor.start(f"site-{site.name}", command.argv())
+            self.supervisor.start_site(command)
         return cli
+
+    def _register_sites(self, cli: FlowerCli) -> dict[str, SiteKey]:
+        """A key pair per site, each public key registered with the server; the
+        ``flwr`` calls run side by side (each starts a Python process)."""
+        keys = {s.name: make_site_key(self.secrets / "keys", s.name) for s in self.experiment.sites}
+        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+            calls = [pool.submit(cli.register, key.public, name) for name, key in keys.items()]
+            for call in calls:
+                call.result()  # raises the first failure
+        return keys
 
     def submit(self, cli: FlowerCli, resume: bool) -> int:
         timeouts = (self.backend.startup_timeout_s, self.backend.round_timeout_s)
-        return submit_run(cli, self.experiment, self.store.path, resume, timeouts, self.secrets)
+        # medfl.run writes the report itself, so the ServerApp is done once result.json ends
+        return submit_run(
+            cli, self.experiment, self.store.path, resume, timeouts, self.secrets, outputs=False
+        )
 
 
 def submit_run(
@@ -146,6 +167,7 @@ def submit_run(
     resume: bool,
     timeouts: tuple[float, float],
     scratch: Path,
+    outputs: bool = True,
 ) -> int:
     """Submit medfl's Flower app for ``experiment``; its ServerApp writes ``out`` (a
     path on the server's machine). Returns Flower's run id."""
@@ -157,6 +179,7 @@ def submit_run(
             "medfl-resume": resume,
             "medfl-startup-timeout": float(timeouts[0]),
             "medfl-reply-timeout": float(timeouts[1]),
+            "medfl-write-outputs": outputs,
         },
     )
     return cli.submit(config)
@@ -164,12 +187,14 @@ def submit_run(
 
 def _notice_exits(supervisor: Supervisor, lost: _LostSites) -> None:
     for role in supervisor.newly_exited():
-        if role.name == "server":
+        if role.site is None:
             raise TrainingError(f"the server (SuperLink) {_ended(role)}")
-        site = role.name.removeprefix("site-")
-        reason = f"its process {_ended(role)}"
-        log.warning("site %r: %s", site, reason)
-        lost.add(site, reason)
+        if role.site in lost.reasons:
+            continue  # its other process ended first: that is the reason
+        what = "ClientApp executor" if role.name.endswith(".apps") else "process"
+        reason = f"its {what} {_ended(role)}"
+        log.warning("site %r: %s", role.site, reason)
+        lost.add(role.site, reason)
 
 
 def follow(
@@ -179,33 +204,41 @@ def follow(
     progress: Callable[[RoundRecord], None] | None,
     done_rounds: int = 0,
     watch: Callable[[], None] = lambda: None,
+    until_result_ends: bool = False,
 ) -> str:
-    """Until Flower says the run finished (its status returned): report new rounds
-    from result.json, and call ``watch`` (which may raise) in between."""
+    """Until Flower says the run finished (its status returned), or with
+    ``until_result_ends`` until result.json says it ended (returns ``"ended"``):
+    report new rounds from result.json, and call ``watch`` (which may raise)."""
     next_status = time.monotonic() + _STATUS_EVERY_SECONDS
     while True:
         watch()
-        done_rounds = _report_rounds(store, progress, done_rounds)
+        done_rounds, ended = _report_rounds(store, progress, done_rounds)
+        if ended and until_result_ends:
+            return "ended"
         if time.monotonic() >= next_status:
             status = cli.status(run_id)
             if status.startswith("finished"):
                 _report_rounds(store, progress, done_rounds)
                 return status
-            next_status = time.monotonic() + _STATUS_EVERY_SECONDS
+            wait = _STATUS_AT_END_SECONDS if ended else _STATUS_EVERY_SECONDS
+            next_status = time.monotonic() + wait
+        elif ended:
+            next_status = min(next_status, time.monotonic() + _STATUS_AT_END_SECONDS)
         time.sleep(_POLL_SECONDS)
 
 
 def _report_rounds(
     store: RunStore, progress: Callable[[RoundRecord], None] | None, done: int
-) -> int:
+) -> tuple[int, bool]:
+    """Report rounds not yet reported; how many are done, and whether the run ended."""
     try:
         result = store.load_result()
     except MedflError:  # the ServerApp has not written it yet
-        return done
+        return done, False
     if progress is not None:
         for record in result.rounds[done:]:
             progress(record)
-    return max(done, len(result.rounds))
+    return max(done, len(result.rounds)), result.status != "running"
 
 
 def _fail(store: RunStore, experiment: Experiment, error: BaseException) -> None:
@@ -241,7 +274,7 @@ def run_local(
             run_id = deployment.submit(cli, resume)
             lost = _LostSites(store.path / DEPLOYMENT_DIR)
             status = follow(
-                store, cli, run_id, progress, done, lambda: _notice_exits(supervisor, lost)
+                store, cli, run_id, progress, done, lambda: _notice_exits(supervisor, lost), True
             )
             if store.load_result().status == "running":
                 raise TrainingError(f"Flower ended the run before it finished ({status})")

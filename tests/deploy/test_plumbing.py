@@ -11,14 +11,17 @@ import time
 import tomllib
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from medfl.deploy import (
     ServerCommand,
+    ServerTls,
     SiteCommand,
     Supervisor,
+    check_server_tls,
     describe_exit,
     flower_env,
     make_server_tls,
@@ -26,6 +29,7 @@ from medfl.deploy import (
     process_tree,
     write_run_config,
 )
+from medfl.errors import UsageError
 from medfl.spec import load_experiment
 
 
@@ -152,3 +156,84 @@ def test_flower_commands_run_from_this_interpreters_scripts():
         check=True,
     )
     assert "1.42.0" in done.stdout + done.stderr
+
+
+def test_site_runs_medfls_supernode_wrapper_and_executor_not_flowers_per_message_apps(
+    tmp_path: Path,
+):
+    command = SiteCommand("hungary", "127.0.0.1:9091", 9200, tmp_path / "ca.pem")
+    argv = command.argv()
+    assert argv[:3] == [sys.executable, "-m", "medfl.fl.supernode"]
+    assert argv[argv.index("--isolation") + 1] == "process"
+    executor = command.executor_argv(4242)
+    assert executor == [
+        sys.executable,
+        "-m",
+        "medfl.fl.site_executor",
+        "--runtime-api-address",
+        "127.0.0.1:9200",
+        "--supernode-pid",
+        "4242",
+    ]
+
+
+def test_a_server_certificate_from_another_ca_is_refused_before_anything_starts(tmp_path: Path):
+    ours = make_server_tls(tmp_path / "ours")
+    other = make_server_tls(tmp_path / "other")
+    check_server_tls(ours)  # a matching set passes
+
+    with pytest.raises(UsageError) as raised:
+        check_server_tls(ServerTls(ca=other.ca, cert=ours.cert, key=ours.key))
+    assert str(raised.value) == (
+        f"{ours.cert} is not signed by {other.ca}: sites would refuse the server "
+        "(use the CA that signed the server certificate)"
+    )
+
+    with pytest.raises(UsageError) as raised:
+        check_server_tls(ServerTls(ca=ours.ca, cert=ours.cert, key=other.key))
+    assert str(raised.value) == f"{other.key} is not the key of {ours.cert}"
+
+
+def test_log_lines_sharpen_a_vague_exit_code():
+    lines = [
+        "ERROR :     Exit Code: 305",
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
+    ]
+    assert describe_exit(305, lines).startswith("the server's TLS certificate is not signed by")
+    assert "not registered" in describe_exit(305, ["ERROR :     Exit Code: 305"])
+
+
+def test_flowers_waits_are_shortened_where_medfl_expects_them():
+    import flwr.supernode.start_client_internal as supernode
+    from flwr.supercore.inflatable import inflatable_utils
+
+    from medfl.fl import _quick
+
+    source = Path(supernode.__file__).read_text()
+    assert "time.sleep(3)" in source and "time.sleep(0.5)" in source  # Flower 1.42's waits
+    real = supernode.time
+    try:
+        _quick.quick_supernode_polls()
+        started = time.monotonic()
+        supernode.time.sleep(3)
+        assert time.monotonic() - started < 1.0
+        assert supernode.time.monotonic is time.monotonic  # the rest of `time` is untouched
+    finally:
+        supernode.time = real
+    before = dict(inflatable_utils.pull_objects.__kwdefaults__)
+    try:
+        _quick.quick_object_pulls()
+        for function in (
+            inflatable_utils.pull_objects,
+            inflatable_utils.pull_and_inflate_object_from_tree,
+        ):
+            assert function.__kwdefaults__["initial_backoff"] == _quick.PULL_BACKOFF_SECONDS
+            assert function.__kwdefaults__["backoff_cap"] == _quick.PULL_BACKOFF_CAP_SECONDS
+    finally:
+        for function in (
+            inflatable_utils.pull_objects,
+            inflatable_utils.pull_and_inflate_object_from_tree,
+        ):
+            function.__kwdefaults__.update(
+                initial_backoff=before["initial_backoff"], backoff_cap=before["backoff_cap"]
+            )
