@@ -47,6 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="register a site's public key (repeatable); only registered sites may join",
     )
     server.add_argument("--database", type=Path, help="keep Flower's state in this file")
+    server.add_argument(
+        "--log-dir", type=Path, help="write Flower's log here (default: a new folder)"
+    )
     server.set_defaults(handler=cmd_server)
 
     site = sub.add_parser("site", help="run one hospital's site (a Flower SuperNode)")
@@ -55,6 +58,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     site.add_argument("--data", type=Path, help="this site's CSV or Parquet file")
     _security(site, "DIR holding ca.pem and NAME.key (from medfl certs)")
     site.add_argument("--port", type=int, default=9094, help="the site's local Flower API port")
+    site.add_argument(
+        "--log-dir", type=Path, help="write Flower's log here (default: a new folder)"
+    )
     site.set_defaults(handler=cmd_site)
 
     submit = sub.add_parser("submit", help="submit an experiment to a running server")
@@ -84,6 +90,18 @@ def _need(folder: Path, name: str) -> Path:
     if not path.is_file():
         raise UsageError(f"--tls-dir {folder}: {name} is missing (make it with medfl certs)")
     return path
+
+
+def _site_key(folder: Path, site: str) -> Path:
+    """The site's private key: in the folder a hospital was given, or where medfl
+    certs put it (sites/)."""
+    for key in (folder / f"{site}.key", folder / "sites" / f"{site}.key"):
+        if key.is_file():
+            return key
+    raise UsageError(
+        f"--tls-dir {folder}: {site}.key is missing (looked in it and in its sites/ "
+        "folder; make it with medfl certs)"
+    )
 
 
 def server_tls(folder: Path):  # type: ignore[no-untyped-def]
@@ -151,9 +169,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     if keys and args.insecure:
         raise UsageError("--site-key needs TLS: site authentication does not work with --insecure")
     tls = None if args.insecure else server_tls(args.tls_dir)
-    command = ServerCommand(args.host, args.port, tls, authenticate_sites=tls is not None)
+    command = ServerCommand(
+        args.host, args.port, tls, authenticate_sites=tls is not None, database=args.database
+    )
     with tempfile.TemporaryDirectory(prefix="medfl-server-") as home:
-        supervisor = Supervisor(Path(home) / "logs", flower_env(Path(home) / "flwr"))
+        supervisor = Supervisor(_log_dir(args), flower_env(Path(home) / "flwr"))
         role = supervisor.start("server", command.argv())
         _stream_log_path(role.log)
         try:
@@ -171,6 +191,11 @@ def cmd_server(args: argparse.Namespace) -> int:
         return _supervise(supervisor)
 
 
+def _log_dir(args: argparse.Namespace) -> Path:
+    """Where Flower's own log goes: --log-dir, else a new folder that outlives the run."""
+    return Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="medfl-logs-"))
+
+
 def _stream_log_path(log: Path) -> None:
     print(f"medfl: Flower's log: {log}", file=sys.stderr)
 
@@ -182,14 +207,12 @@ def cmd_site(args: argparse.Namespace) -> int:
     ca = key = None
     if not args.insecure:
         ca = _need(args.tls_dir, "ca.pem")
-        key = args.tls_dir / f"{args.name}.key"
-        if not key.is_file():
-            key = _need(args.tls_dir / "sites", f"{args.name}.key")
+        key = _site_key(args.tls_dir, args.name)
     if args.data is not None and not args.data.is_file():
         raise UsageError(f"--data {args.data}: no such file")
     command = SiteCommand(args.name, args.server, args.port, ca, key, args.data)
     with tempfile.TemporaryDirectory(prefix="medfl-site-") as home:
-        supervisor = Supervisor(Path(home) / "logs", flower_env(Path(home) / "flwr"))
+        supervisor = Supervisor(_log_dir(args), flower_env(Path(home) / "flwr"))
         role = supervisor.start_site(command)
         _stream_log_path(role.log)
         print(

@@ -1,7 +1,7 @@
 """``--backend local`` for real: a Flower SuperLink and one SuperNode process per site
 on 127.0.0.1 (random free ports), TLS on and every site's key registered, the run
-submitted with ``flwr run``. Flower 1.42 starts a ClientApp process per message, so
-each run here costs tens of seconds on 2 cores: the runs are kept small.
+submitted with ``flwr run``. Starting a dozen Python processes costs 10-15 s on 2
+cores, so the runs here are kept small. Every test checks that no process is left.
 
 Tolerance against the simulation: none — the deployed run's final metrics, per-round
 records and model are bit-for-bit the fast engine's (compared with ==).
@@ -9,9 +9,6 @@ records and model are bit-for-bit the fast engine's (compared with ==).
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,55 +20,10 @@ from medfl.errors import TrainingError
 from medfl.results import RoundRecord
 from medfl.runners import LocalBackend
 from medfl.spec import load_experiment, parse_experiment
+from tests.deploy.flower_processes import kill_site
 from tests.helpers import assert_same_arrays, make_sites, model_arrays, read_result
 
 pytestmark = pytest.mark.deploy
-
-_FLOWER = (
-    "flower-superlink",
-    "flower-supernode",
-    "flower-superexec",
-    "flwr-serverapp",
-    "flwr-clientapp",
-    "medfl.fl.supernode",
-    "medfl.fl.site_executor",
-)
-
-
-def _flower_processes() -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(name in cmdline for name in _FLOWER):
-            found.append(f"{entry.name}: {cmdline[:120]}")
-    return found
-
-
-@pytest.fixture(autouse=True)
-def no_process_left_behind() -> Iterator[None]:
-    assert _flower_processes() == [], "Flower processes running before the test"
-    yield
-    assert _flower_processes() == [], "the deployment left processes behind"
-
-
-def _kill_site(site: str) -> None:
-    """SIGKILL the site's SuperNode, as a crash or an OOM kill would."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "medfl.fl.supernode" in cmdline and f'site="{site}"' in cmdline:
-                os.kill(int(entry.name), signal.SIGKILL)
-                return
-    raise AssertionError(f"no SuperNode for {site}")
 
 
 def _no_private_key_in(folder: Path) -> None:
@@ -122,7 +74,7 @@ def test_site_killed_mid_run_is_reported_and_the_rest_finish_when_min_sites_allo
 
     def kill_after_round_1(record: RoundRecord) -> None:
         if record.round == 1:
-            _kill_site("site-c")
+            kill_site("site-c")
 
     outcome = run(
         experiment,
@@ -150,7 +102,7 @@ def test_site_killed_mid_run_fails_the_run_naming_it_when_min_sites_do_not_allow
 
     def kill_after_round_1(record: RoundRecord) -> None:
         if record.round == 1:
-            _kill_site("site-b")
+            kill_site("site-b")
 
     with pytest.raises(TrainingError) as raised:
         run(
@@ -208,3 +160,24 @@ def test_site_that_trusts_another_ca_is_refused_and_named(
     )
     assert "CERTIFICATE_VERIFY_FAILED" in message
     assert read_result(tmp_path / "run")["status"] == "failed"
+
+
+def test_interrupted_run_stops_every_process_and_keeps_finished_rounds(tmp_path: Path):
+    experiment = _toy(tmp_path, training={"rounds": 5})
+
+    def interrupt_after_round_1(record: RoundRecord) -> None:
+        if record.round == 1:
+            raise KeyboardInterrupt  # what Ctrl-C raises in medfl's process
+
+    with pytest.raises(KeyboardInterrupt):
+        run(
+            experiment,
+            engine=LocalBackend(),
+            out=tmp_path / "run",
+            baselines=False,
+            progress=interrupt_after_round_1,
+        )
+
+    result = read_result(tmp_path / "run")
+    assert result["status"] == "failed" and result["error"] == "interrupted"
+    assert [r["round"] for r in result["rounds"]][:1] == [1]
