@@ -10,4 +10,7 @@ echo "== bench/flamby_heart.py: accuracy in FLamby's Fed-Heart-Disease setting"
 echo
 echo "== bench/speed.py: fast engine vs Flower's engine and hand-written loops"
 "$PY" bench/speed.py || status=1
+echo
+echo "== bench/deploy.py: Flower's deployment engine (--backend local) vs the fast engine"
+"$PY" bench/deploy.py || status=1
 exit "$status"

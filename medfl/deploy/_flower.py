@@ -58,14 +58,19 @@ class SiteCommand:
     key: Path | None = None  # the site's private key, when the server authenticates sites
     data: Path | None = None  # the site's own file, instead of the spec's source
     max_wait_s: float | None = None  # give up connecting after this long
+    # True: medfl's SuperNode wrapper and its warm executor (medfl.fl.site_executor);
+    # False: Flower's stock SuperNode, a new ClientApp process per message (slow)
+    warm: bool = True
 
     def argv(self) -> list[str]:
         config = f'site="{self.site}"'
         if self.data is not None:
             config += f' data="{self.data.resolve()}"'
-        argv = [sys.executable, "-m", "medfl.fl.supernode", "--superlink", self.server]
-        argv += ["--port", str(self.port), "--node-config", config]
-        argv += ["--isolation", "process"]  # medfl's site executor runs the ClientApp
+        if self.warm:
+            argv = [sys.executable, "-m", "medfl.fl.supernode", "--isolation", "process"]
+        else:
+            argv = [flower_command("flower-supernode"), "--isolation", "subprocess"]
+        argv += ["--superlink", self.server, "--port", str(self.port), "--node-config", config]
         if self.ca is None:
             argv.append("--insecure")
         else:

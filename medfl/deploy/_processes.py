@@ -150,7 +150,8 @@ class Supervisor:
         (logged to SITE.apps.log). Either ending means the site is gone."""
         name = f"site-{command.site}"
         node = self.start(name, command.argv(), command.site)
-        self.start(f"{name}.apps", command.executor_argv(node.process.pid), command.site)
+        if command.warm:
+            self.start(f"{name}.apps", command.executor_argv(node.process.pid), command.site)
         return node
 
     def newly_exited(self) -> list[Role]:

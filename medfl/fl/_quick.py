@@ -49,6 +49,7 @@ def quick_object_pulls() -> None:
         inflatable_utils.pull_and_inflate_object_from_tree,
     ):
         defaults = function.__kwdefaults__
+        assert defaults is not None  # keyword-only with defaults, in Flower 1.42
         defaults["initial_backoff"] = PULL_BACKOFF_SECONDS
         defaults["backoff_cap"] = PULL_BACKOFF_CAP_SECONDS
 

@@ -57,6 +57,7 @@ class LocalBackend:
     tls: ServerTls | None = None  # the user's CA / server certificate; default: made per run
     startup_timeout_s: float = 180.0  # processes start, sites connect and read their data
     round_timeout_s: float = 600.0  # any later request, a round's training included
+    warm_sites: bool = True  # False: Flower's stock per-message ClientApp processes (bench)
     name: str = "local"
 
 
@@ -138,6 +139,7 @@ class _Deployment:
                 tls.ca if tls else None,
                 key.private if key else None,
                 max_wait_s=self.backend.startup_timeout_s,
+                warm=self.backend.warm_sites,
             )
             self.supervisor.start_site(command)
         return cli

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -163,8 +164,9 @@ def test_site_runs_medfls_supernode_wrapper_and_executor_not_flowers_per_message
 ):
     command = SiteCommand("hungary", "127.0.0.1:9091", 9200, tmp_path / "ca.pem")
     argv = command.argv()
-    assert argv[:3] == [sys.executable, "-m", "medfl.fl.supernode"]
-    assert argv[argv.index("--isolation") + 1] == "process"
+    assert argv[:5] == [sys.executable, "-m", "medfl.fl.supernode", "--isolation", "process"]
+    stock = replace(command, warm=False).argv()
+    assert stock[0].endswith("flower-supernode") and stock[1:3] == ["--isolation", "subprocess"]
     executor = command.executor_argv(4242)
     assert executor == [
         sys.executable,
