@@ -116,6 +116,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=args.quiet)
     experiment = _experiment_for(args)
     engine = _engine(args, console)
+    if args.backend == "local":
+        security = "no TLS" if args.insecure else "TLS on, sites authenticated"
+        console.print(
+            f"starting a server and {len(experiment.sites)} site processes on this machine "
+            f"({security}); round 1 starts once every site has read its data"
+        )
     with _progress_bar(console) as bar:
         done = len(RunStore(args.resume).load_result().rounds) if args.resume else 0
         task = bar.add_task("rounds", total=experiment.training.rounds, completed=done, metrics="")

@@ -239,3 +239,30 @@ def test_flowers_waits_are_shortened_where_medfl_expects_them():
             function.__kwdefaults__.update(
                 initial_backoff=before["initial_backoff"], backoff_cap=before["backoff_cap"]
             )
+
+
+def test_the_run_config_reaches_the_server_app_typed(tmp_path: Path):
+    from flwr.app import Context, RecordDict
+
+    from medfl.fl.deployed import DeployedRun
+
+    experiment = load_experiment("examples/heart-disease/experiment.yaml")
+    path = write_run_config(
+        tmp_path / "rc.toml",
+        {
+            "medfl-experiment": json.dumps(experiment.to_wire()),
+            "medfl-out": str(tmp_path / "run"),
+            "medfl-resume": True,
+            "medfl-startup-timeout": 30.0,
+            "medfl-reply-timeout": 45.0,
+            "medfl-write-outputs": False,
+        },
+    )
+    config = tomllib.loads(path.read_text())
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
+
+    run = DeployedRun.from_context(context)
+
+    assert run.experiment == experiment
+    assert run.out == tmp_path / "run" and run.resume is True and run.write_outputs is False
+    assert (run.timeouts.startup, run.timeouts.reply) == (30.0, 45.0)
