@@ -27,8 +27,8 @@ run: $(STAMP) ## run the heart-disease example on the bundled UCI data (4 hospit
 test: $(STAMP) ## run the whole test suite (Flower/Ray tests included)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## the suite without the tests that start Ray
-	$(PY) -m pytest -m "not ray"
+test-fast: $(STAMP) ## the suite without the slow tests (Ray; the deployment's processes)
+	$(PY) -m pytest -m "not ray and not deploy"
 
 lint: $(STAMP) ## ruff (format + lint), mypy and the import-layer contracts
 	$(VENV)/bin/ruff format --check medfl tests bench

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -111,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     args = _parser().parse_args(argv)
@@ -118,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error("run: give FILE, or --resume RUN_DIR (not both)")
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace], int] = args.handler
+    # SIGTERM (systemd, timeout, kill) stops medfl as Ctrl-C does: every process it
+    # started is stopped and a run keeps its finished rounds.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return handler(args)
     except MedflError as exc:
@@ -131,3 +139,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run_dir:
             print(f"medfl: continue with: medfl run --resume {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from medfl.errors import DataError, EmptySiteError, MedflError, UsageError
@@ -49,6 +57,8 @@ def _summary(result: RunResult, run_dir: Path, console: Console) -> None:
         "[dim]all sites' test splits: accuracy, sensitivity, specificity, F1 from the summed "
         "confusion counts; AUC example-weighted over sites[/]"
     )
+    for note in result.notes:
+        console.print(f"[dim]note: {note}[/]")
     console.print(f"report: {run_dir / REPORT_FILE}\nresults: {run_dir}")
 
 
@@ -110,6 +120,18 @@ def _engine(args: argparse.Namespace, console: Console):  # type: ignore[no-unty
     return LocalBackend(insecure=args.insecure, tls=tls, round_timeout_s=args.round_timeout)
 
 
+def round_progress(bar: Progress, task: TaskID) -> Callable[[RoundRecord], None]:
+    """Moves the bar to a finished round, with its validation metrics and flagged sites."""
+
+    def progress(record: RoundRecord) -> None:
+        shown = ", ".join(f"{m} {_fmt(record.metrics.get(m))}" for m in ("accuracy", "auc"))
+        flagged = [n for n, s in record.sites.items() if s.status != "ok"]
+        note = f" [yellow]flagged: {', '.join(flagged)}[/]" if flagged else ""
+        bar.update(task, completed=record.round, metrics=f"validation {shown}{note}")
+
+    return progress
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from medfl.runners import run
 
@@ -126,12 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         done = len(RunStore(args.resume).load_result().rounds) if args.resume else 0
         task = bar.add_task("rounds", total=experiment.training.rounds, completed=done, metrics="")
 
-        def progress(record: RoundRecord) -> None:
-            shown = ", ".join(f"{m} {_fmt(record.metrics.get(m))}" for m in ("accuracy", "auc"))
-            flagged = [n for n, s in record.sites.items() if s.status != "ok"]
-            note = f" [yellow]flagged: {', '.join(flagged)}[/]" if flagged else ""
-            bar.update(task, completed=record.round, metrics=f"validation {shown}{note}")
-
+        progress = round_progress(bar, task)
         try:
             outcome = run(
                 None if args.resume else experiment,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -76,8 +77,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def _security(parser: argparse.ArgumentParser, tls_help: str) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--tls-dir", type=Path, metavar="DIR", help=tls_help)
+    # absolute: Flower's own configuration refuses relative certificate paths
+    group.add_argument("--tls-dir", type=_absolute, metavar="DIR", help=tls_help)
     group.add_argument("--insecure", action="store_true", help="no TLS (debugging only)")
+
+
+def _absolute(text: str) -> Path:
+    return Path(text).expanduser().resolve()
 
 
 def _warn_insecure(args: argparse.Namespace) -> None:
@@ -139,7 +145,45 @@ def _site_keys(pairs: list[str]) -> list[tuple[str, Path]]:
     return keys
 
 
-def _supervise(supervisor) -> int:  # type: ignore[no-untyped-def]
+class _SiteNotices:
+    """What a site's operator needs from Flower's log, said once: connected, or that
+    the server cannot be reached yet (Flower retries quietly, forever)."""
+
+    def __init__(self, log: Path, site: str, server: str) -> None:
+        self.log, self.site, self.server = log, site, server
+        self.offset = 0
+        self.connected = False
+        self.next_warning = 0.0
+
+    def __call__(self) -> None:
+        import time
+
+        try:
+            with self.log.open(errors="replace") as handle:
+                handle.seek(self.offset)
+                lines = handle.readlines()
+                self.offset = handle.tell()
+        except OSError:
+            return
+        for line in lines:
+            if "SuperNode ID" in line and not self.connected:
+                self.connected = True
+                print(f"medfl: site {self.site!r} connected to {self.server}", file=sys.stderr)
+            elif "Connection attempt failed" in line and not self.connected:
+                self._not_yet(time.monotonic())
+
+    def _not_yet(self, now: float) -> None:
+        if now < self.next_warning:
+            return
+        self.next_warning = now + 60  # once a minute while it keeps trying
+        print(
+            f"medfl: cannot reach the server at {self.server} yet (is it running, is the "
+            "address or port right, is the port open?); still trying",
+            file=sys.stderr,
+        )
+
+
+def _supervise(supervisor, watch: Callable[[], None] = lambda: None) -> int:  # type: ignore[no-untyped-def]
     """Wait until one of the supervisor's processes ends, or Ctrl-C; then stop them all."""
     import time
 
@@ -147,6 +191,7 @@ def _supervise(supervisor) -> int:  # type: ignore[no-untyped-def]
 
     try:
         while not (ended := supervisor.newly_exited()):
+            watch()
             time.sleep(0.5)
     finally:
         supervisor.stop_all()
@@ -219,13 +264,13 @@ def cmd_site(args: argparse.Namespace) -> int:
             f"medfl: site {args.name!r} connecting to {args.server}; Ctrl-C stops it",
             file=sys.stderr,
         )
-        return _supervise(supervisor)
+        return _supervise(supervisor, _SiteNotices(role.log, args.name, args.server))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit, then follow the run until Flower says it finished. Progress and the
     summary come from result.json when the run directory is on this machine."""
-    from medfl.cli._commands import _progress_bar, _summary
+    from medfl.cli._commands import _progress_bar, _summary, round_progress
     from medfl.deploy import FlowerCli
     from medfl.errors import MedflError, error_from_result
     from medfl.results import RunStore, new_run_dir
@@ -246,7 +291,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         with _progress_bar(console) as bar:
             task = bar.add_task("rounds", total=experiment.training.rounds, metrics="")
             try:
-                status = follow(store, cli, run_id, lambda r: bar.update(task, completed=r.round))
+                status = follow(store, cli, run_id, round_progress(bar, task))
             except KeyboardInterrupt:
                 cli.stop(run_id)
                 raise

@@ -14,7 +14,8 @@ _FLOWER = {
     303: "site authentication needs TLS, but TLS is off",
     305: (
         "it could not connect to the server: the server refused the site (its key is not "
-        "registered) or the server's certificate was not trusted or not reachable"
+        "registered, or a site already connected with that key) or the server's "
+        "certificate was not trusted or not reachable"
     ),
     600: "an address is invalid",
     603: "the root certificates cannot be read",
@@ -30,7 +31,10 @@ _HINTS = {
         "the server's TLS certificate is not signed by the CA this process trusts "
         "(its ca.pem is not the federation's)"
     ),
-    "WRONG_VERSION_NUMBER": "TLS is on at one end and off (--insecure) at the other",
+    "WRONG_VERSION_NUMBER": (
+        "TLS is on at one end and off (--insecure) at the other, or --server is not the "
+        "federation server's port"
+    ),
 }
 
 

@@ -40,8 +40,8 @@ class ServerCommand:
         if self.tls is None:
             argv.append("--insecure")
         else:
-            argv += ["--ssl-ca-certfile", str(self.tls.ca)]
-            argv += ["--ssl-certfile", str(self.tls.cert), "--ssl-keyfile", str(self.tls.key)]
+            tls = [str(p.resolve()) for p in (self.tls.ca, self.tls.cert, self.tls.key)]
+            argv += ["--ssl-ca-certfile", tls[0], "--ssl-certfile", tls[1], "--ssl-keyfile", tls[2]]
         if self.authenticate_sites:
             argv.append("--enable-supernode-auth")
         if self.database is not None:
@@ -74,9 +74,9 @@ class SiteCommand:
         if self.ca is None:
             argv.append("--insecure")
         else:
-            argv += ["--root-certificates", str(self.ca)]
+            argv += ["--root-certificates", str(self.ca.resolve())]
         if self.key is not None:
-            argv += ["--auth-supernode-private-key", str(self.key)]
+            argv += ["--auth-supernode-private-key", str(self.key.resolve())]
         if self.max_wait_s is not None:
             argv += ["--max-wait-time", f"{self.max_wait_s:g}"]
         return argv
@@ -103,7 +103,7 @@ class FlowerCli:
         if ca is None:
             lines.append("insecure = true")
         else:
-            lines.append(f"root-certificates = {_toml_string(str(ca))}")
+            lines.append(f"root-certificates = {_toml_string(str(ca.resolve()))}")
         (home / "config.toml").write_text("\n".join(lines) + "\n")
 
     def _call(self, *args: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from medfl.errors import SpecError
 from medfl.fl import _wire as wire
 from medfl.spec import Experiment, parse_experiment, with_site_data
 from medfl.training import SiteWorker
@@ -50,6 +51,17 @@ def _site_name(experiment: Experiment, context: Context) -> str:
     """A deployed SuperNode may name its site; a simulated one has a partition id."""
     named = context.node_config.get("site")
     if named is not None:
+        names = [s.name for s in experiment.sites]
+        if str(named) not in names:
+            raise SpecError(
+                [
+                    (
+                        "sites",
+                        f"this site process is named {str(named)!r} (medfl site --name), "
+                        f"but the experiment's sites are {names}: one of the two is misspelt",
+                    )
+                ]
+            )
         return str(named)
     return experiment.sites[int(context.node_config["partition-id"])].name  # type: ignore[call-overload]
 

@@ -7,7 +7,9 @@ heart-disease example on 2 cores, almost all of it waiting):
 - a SuperNode with no new message sleeps a hard-coded 3 s before asking the
   SuperLink again, and looks for the ClientApp's reply every 0.5 s;
 - an object of a message that is not yet stored where it is pulled from is retried
-  after 1 s, then 2 s, 4 s, ... (a message becomes visible before its objects).
+  after 1 s, then 2 s, 4 s, ... (a message becomes visible before its objects), for
+  up to 2 hours: a site killed while sending its reply left the ServerApp's pull
+  waiting that long, every other site's reply behind it.
 
 medfl's own processes (the SuperNode wrapper, the site executor, the ServerApp)
 call these before Flower starts working. Only the waits change, never the
@@ -24,6 +26,9 @@ from typing import Any
 SUPERNODE_POLL_SECONDS = 0.2  # each poll is an authenticated HTTPS call to the SuperLink
 PULL_BACKOFF_SECONDS = 0.02
 PULL_BACKOFF_CAP_SECONDS = 0.5
+# A message's objects that are not all there by then never will be: its sender died
+# mid-send. Medical models are small; raise it for large models on slow links.
+PULL_MAX_SECONDS = 30.0
 
 
 class _CappedSleep:
@@ -41,7 +46,8 @@ class _CappedSleep:
 
 
 def quick_object_pulls() -> None:
-    """Retry a missing object after 20 ms, doubling up to 0.5 s (Flower: 1 s to 10 s)."""
+    """Retry a missing object after 20 ms, doubling up to 0.5 s, for 30 s at most
+    (Flower: 1 s doubling to 10 s, for 2 hours)."""
     from flwr.supercore.inflatable import inflatable_utils
 
     for function in (
@@ -52,6 +58,7 @@ def quick_object_pulls() -> None:
         assert defaults is not None  # keyword-only with defaults, in Flower 1.42
         defaults["initial_backoff"] = PULL_BACKOFF_SECONDS
         defaults["backoff_cap"] = PULL_BACKOFF_CAP_SECONDS
+        defaults["max_time"] = PULL_MAX_SECONDS
 
 
 def quick_supernode_polls() -> None:

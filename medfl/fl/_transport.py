@@ -28,6 +28,7 @@ from medfl.training import LocalUpdate, Metrics, Params, SiteFailure, SiteHello
 from medfl.training._site import SplitName
 
 T = TypeVar("T")
+_UNDELIVERED_GRACE_SECONDS = 5.0
 # Sites known to be gone (site -> reason), e.g. from the process supervisor of a local
 # deployment: their pending requests fail at once instead of waiting for the timeout.
 LostSites = Callable[[], Mapping[str, str]]
@@ -156,6 +157,8 @@ class GridTransport:
                 answers[site] = SiteFailure(site, "never answered hello")
             elif node not in replies:
                 answers[site] = SiteFailure(site, unanswered[node])
+            elif replies[node].has_error() and site in (lost := self.lost()):
+                answers[site] = SiteFailure(site, lost[site])  # why its reply broke off
             else:
                 answers[site] = replies[node]
         return answers
@@ -172,33 +175,49 @@ class GridTransport:
         ]
         ids = self.grid.push_messages(messages)
         pending = {mid: node for mid, node in zip(ids, requests, strict=True) if mid}
+        # A node the server could not deliver to is gone; its supervisor, if any, says
+        # why within a moment, else the reason is that it is not connected.
+        grace = time.monotonic() + _UNDELIVERED_GRACE_SECONDS
+        undelivered = {node: grace for mid, node in zip(ids, requests, strict=True) if not mid}
         replies: dict[int, Message] = {}
         unanswered: dict[int, str] = {}
         deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline and not self.stop.is_set():
-            for message in self.grid.pull_messages(list(pending)):
-                pending.pop(message.metadata.reply_to_message_id, None)
-                replies[message.metadata.src_node_id] = message
-            self._drop_lost(pending, unanswered)
+        while (pending or undelivered) and time.monotonic() < deadline and not self.stop.is_set():
             if pending:
+                for message in self.grid.pull_messages(list(pending)):
+                    # by the request it answers: Flower's own error replies (an object
+                    # that never arrived) come from the server's node, not the site's
+                    node = pending.pop(message.metadata.reply_to_message_id, None)
+                    if node is not None:
+                        replies[node] = message
+            self._drop_lost(pending, undelivered, unanswered)
+            if pending or undelivered:
                 self.stop.wait(self.timeouts.poll)
-        if pending and self.stop.is_set():
+        if (pending or undelivered) and self.stop.is_set():
             raise TrainingError(self.stop.reason)
         for node in requests:
-            if node not in replies and node not in unanswered:
+            if node in undelivered:
+                unanswered[node] = "the server could not deliver the request: not connected"
+            elif node not in replies and node not in unanswered:
                 unanswered[node] = f"no reply within {timeout:g} s"
         return replies, unanswered
 
-    def _drop_lost(self, pending: dict[str, int], unanswered: dict[int, str]) -> None:
-        lost = self.lost()
-        if not lost:
-            return
-        for site, reason in lost.items():
+    def _drop_lost(
+        self, pending: dict[str, int], undelivered: dict[int, float], unanswered: dict[int, str]
+    ) -> None:
+        """Stop waiting for nodes whose site is reported lost, or whose grace ended."""
+        now = time.monotonic()
+        for late in [n for n, until in undelivered.items() if now >= until]:
+            del undelivered[late]
+            unanswered[late] = "the server could not deliver the request: not connected"
+        for site, reason in self.lost().items():
             node = self.nodes.get(site)  # unknown before hello: the startup wait ends it
             if node is None:
                 continue
             for mid in [m for m, n in pending.items() if n == node]:
                 del pending[mid]
+                unanswered[node] = reason
+            if undelivered.pop(node, None) is not None:
                 unanswered[node] = reason
 
     def _wait_for_nodes(self, count: int) -> list[int]:

@@ -231,13 +231,16 @@ def test_flowers_waits_are_shortened_where_medfl_expects_them():
         ):
             assert function.__kwdefaults__["initial_backoff"] == _quick.PULL_BACKOFF_SECONDS
             assert function.__kwdefaults__["backoff_cap"] == _quick.PULL_BACKOFF_CAP_SECONDS
+            assert function.__kwdefaults__["max_time"] == _quick.PULL_MAX_SECONDS
     finally:
         for function in (
             inflatable_utils.pull_objects,
             inflatable_utils.pull_and_inflate_object_from_tree,
         ):
             function.__kwdefaults__.update(
-                initial_backoff=before["initial_backoff"], backoff_cap=before["backoff_cap"]
+                initial_backoff=before["initial_backoff"],
+                backoff_cap=before["backoff_cap"],
+                max_time=before["max_time"],
             )
 
 

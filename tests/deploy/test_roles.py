@@ -27,14 +27,15 @@ def _env() -> dict[str, str]:
     return dict(os.environ, FLWR_TELEMETRY_ENABLED="0")
 
 
-def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as handle:
-        return subprocess.Popen(MEDFL + argv, stdout=handle, stderr=subprocess.STDOUT, env=_env())
+        return subprocess.Popen(
+            MEDFL + argv, stdout=handle, stderr=subprocess.STDOUT, env=_env(), cwd=cwd
+        )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    """Ctrl-C, as the user at that host would."""
-    process.send_signal(signal.SIGINT)
+def _stop(process: subprocess.Popen[bytes], sig: int) -> int:
+    process.send_signal(sig)
     return process.wait(timeout=30)
 
 
@@ -47,47 +48,50 @@ def _wait_for_text(log: Path, text: str, process: subprocess.Popen[bytes]) -> No
 
 
 @pytest.fixture
-def federation(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """Certificates made at the coordinator, a server and two sites running."""
-    certs = tmp_path / "certs"
+def federation(tmp_path: Path) -> Iterator[str]:
+    """In tmp_path, as the README's walkthrough: certificates made at the coordinator,
+    its server, and two hospitals' sites each in its own folder, all by relative paths."""
     made = subprocess.run(
-        [*MEDFL, "certs", str(certs), "--site", "site-a", "--site", "site-b"],
+        [*MEDFL, "certs", "certs", "--site", "site-a", "--site", "site-b"],
         env=_env(),
         capture_output=True,
         text=True,
         check=True,
+        cwd=tmp_path,
     )
     assert "PRIVATE" not in made.stderr
     port = free_port()
-    keys = [f"--site-key=site-{s}={certs}/sites/site-{s}.pub" for s in "ab"]
-    server_log = tmp_path / "server.log"
-    server = _start(["server", "--tls-dir", str(certs), "--port", str(port), *keys], server_log)
-    _wait_for_text(server_log, "listening", server)
-    frames = make_frames((70, 60))
+    keys = [f"--site-key=site-{s}=certs/sites/site-{s}.pub" for s in "ab"]
+    argv = ["server", "--tls-dir", "certs", "--port", str(port), *keys]
+    server = _start(argv, tmp_path / "server.log", tmp_path)
+    _wait_for_text(tmp_path / "server.log", "listening", server)
     sites = []
-    for name, frame in frames.items():
-        # each hospital holds its own key and the CA, and its own file
+    for name, frame in make_frames((70, 60)).items():
+        # each hospital holds the CA, its own private key and its own file
         home = tmp_path / name
-        data = write_table(home / "patients.csv", frame)
+        write_table(home / "patients.csv", frame)
         (home / "tls").mkdir()
-        (home / "tls" / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
-        key = home / "tls" / f"{name}.key"
-        key.write_bytes((certs / "sites" / f"{name}.key").read_bytes())
-        argv = ["site", "--name", name, "--server", f"127.0.0.1:{port}"]
-        argv += ["--tls-dir", str(home / "tls"), "--data", str(data), "--port", str(free_port())]
-        sites.append(_start(argv, tmp_path / f"{name}.log"))
+        (home / "tls" / "ca.pem").write_bytes((tmp_path / "certs" / "ca.pem").read_bytes())
+        key = (tmp_path / "certs" / "sites" / f"{name}.key").read_bytes()
+        (home / "tls" / f"{name}.key").write_bytes(key)
+        argv = ["site", "--name", name, "--server", f"127.0.0.1:{port}", "--tls-dir", "tls"]
+        argv += ["--data", "patients.csv", "--port", str(free_port())]
+        sites.append(_start(argv, tmp_path / f"{name}.log", home))
+    for name, site in zip(("site-a", "site-b"), sites, strict=True):
+        _wait_for_text(tmp_path / f"{name}.log", f"site {name!r} connected to 127.0.0.1", site)
     try:
-        yield certs, f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}"
     finally:
-        codes = [_stop(p) for p in [*sites, server]]
-        # 130: stopped by Ctrl-C, as the README's exit codes say
-        assert codes == [130, 130, 130], [p.read_text() for p in tmp_path.glob("*.log")]
+        # the hospitals press Ctrl-C; the coordinator's service manager sends SIGTERM
+        codes = [_stop(p, signal.SIGINT) for p in sites] + [_stop(server, signal.SIGTERM)]
+        logs = [p.read_text() for p in tmp_path.glob("*.log")]
+        assert codes == [130, 130, 130], logs  # 130: interrupted, as the README says
 
 
 def test_coordinator_and_two_hospitals_run_an_experiment_with_their_own_files(
-    tmp_path: Path, federation: tuple[Path, str]
+    tmp_path: Path, federation: str
 ):
-    certs, server = federation
+    server = federation
     # the coordinator's spec names the sites; where their data is, only they know
     spec = spec_dict(
         [
@@ -98,35 +102,34 @@ def test_coordinator_and_two_hospitals_run_an_experiment_with_their_own_files(
     )
     spec_file = tmp_path / "experiment.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
-    ca_only = tmp_path / "coordinator"
-    ca_only.mkdir()
-    (ca_only / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
 
     submitted = subprocess.run(
         [
             *MEDFL,
             "submit",
-            str(spec_file),
+            "experiment.yaml",
             "--server",
             server,
             "--tls-dir",
-            str(ca_only),
+            "certs",
             "--out",
-            str(tmp_path / "run"),
-        ],
+            "runs/study-1",
+        ],  # fmt: skip
         env=_env(),
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+        cwd=tmp_path,
     )
 
     assert submitted.returncode == 0, submitted.stderr
-    result = read_result(tmp_path / "run")
+    result = read_result(tmp_path / "runs" / "study-1")
     assert result["status"] == "succeeded" and len(result["rounds"]) == 2
     assert sorted(result["sites"]) == ["site-a", "site-b"]
     assert [result["sites"][s]["rows"] for s in ("site-a", "site-b")] == [70, 60]
-    assert (tmp_path / "run" / "report.md").is_file()  # the ServerApp wrote the outputs
+    # the ServerApp wrote the outputs
+    assert (tmp_path / "runs" / "study-1" / "report.md").is_file()
 
 
 def test_a_site_without_its_key_is_told_before_it_starts(tmp_path: Path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from uuid import uuid4
 
@@ -154,6 +155,7 @@ class LoopbackGrid:
         silent: frozenset[int] = frozenset(),
         crashed: frozenset[int] = frozenset(),
         forgetful: bool = False,
+        undeliverable: frozenset[int] = frozenset(),
     ) -> None:
         self.app = make_client_app(_portable_spec(experiment))
         count = len(experiment.sites)
@@ -170,6 +172,7 @@ class LoopbackGrid:
         self.silent = silent  # nodes that take messages and never answer
         self.crashed = crashed  # nodes whose ClientApp process dies: Flower replies for them
         self.forgetful = forgetful  # every message meets a fresh process, as Ray may arrange
+        self.undeliverable = undeliverable  # nodes gone from the server: push gives no id
         self.replies: dict[str, Message] = {}
 
     def get_node_ids(self) -> list[int]:
@@ -180,6 +183,9 @@ class LoopbackGrid:
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid4())  # as Flower's grids do
             node = message.metadata.dst_node_id
+            if node in self.undeliverable:
+                ids.append("")
+                continue
             if node in self.crashed:
                 self.replies[message.metadata.message_id] = Message(_ACTOR_DIED, reply_to=message)
             elif node not in self.silent:
@@ -235,6 +241,52 @@ def test_site_whose_process_died_fails_with_a_one_line_reason(experiment: Experi
     assert str(answers["beta"]) == (
         "site 'beta': its ClientApp failed: ray.exceptions.ActorDiedError: "
         "The actor died unexpectedly before finishing this task."
+    )
+
+
+def _configured(
+    experiment: Experiment, grid: LoopbackGrid, **kwargs: object
+) -> tuple[GridTransport, list[np.ndarray]]:
+    """A transport past hello and configure, and the round-0 weights."""
+    from medfl.training import Federation
+
+    transport = GridTransport(grid, experiment, Timeouts(startup=5, reply=60), **kwargs)  # type: ignore[arg-type]
+    federation = Federation(experiment, transport)
+    setup = federation.setup()
+    return transport, federation.initial_params(setup.preprocessor)
+
+
+def test_request_the_server_cannot_deliver_fails_that_site_after_a_grace(
+    experiment: Experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("medfl.fl._transport._UNDELIVERED_GRACE_SECONDS", 0.2)
+    grid = LoopbackGrid(experiment)
+    transport, params = _configured(experiment, grid)
+    grid.undeliverable = frozenset({893})  # beta's node left after hello
+    started = time.monotonic()
+
+    answers = transport.evaluate(params, "validation", ["alpha", "beta"])
+
+    assert time.monotonic() - started < 5  # the grace, not the 60 s reply timeout
+    assert str(answers["beta"]) == (
+        "site 'beta': the server could not deliver the request: not connected"
+    )
+    assert not isinstance(answers["alpha"], Exception)
+
+
+def test_a_lost_sites_reason_from_its_supervisor_beats_the_generic_one(
+    experiment: Experiment,
+) -> None:
+    lost: dict[str, str] = {}
+    grid = LoopbackGrid(experiment)
+    transport, params = _configured(experiment, grid, lost=lambda: lost)
+    grid.undeliverable = frozenset({893})
+    lost["beta"] = "its process exited with code -9 (killed by SIGKILL)"
+
+    answers = transport.evaluate(params, "validation", ["alpha", "beta"])
+
+    assert (
+        str(answers["beta"]) == "site 'beta': its process exited with code -9 (killed by SIGKILL)"
     )
 
 
