@@ -114,7 +114,7 @@ def test_coordinator_and_two_hospitals_run_an_experiment_with_their_own_files(
             "certs",
             "--out",
             "runs/study-1",
-        ],  # fmt: skip
+        ],
         env=_env(),
         capture_output=True,
         text=True,
