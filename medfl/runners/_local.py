@@ -257,6 +257,12 @@ def _fail(store: RunStore, experiment: Experiment, error: BaseException) -> None
     store.save_result(result)
 
 
+def _mark_running(store: RunStore) -> None:
+    result = store.load_result()
+    result.status, result.error, result.error_kind = "running", None, None
+    store.save_result(result)
+
+
 def run_local(
     experiment: Experiment,
     backend: LocalBackend,
@@ -267,6 +273,8 @@ def run_local(
     """Deploy, run and tear down; the RunResult the ServerApp wrote. A failed run
     raises its error as the type it was raised as (DataError, TrainingError)."""
     done = len(store.load_result().rounds) if resume else 0
+    if resume:
+        _mark_running(store)  # the ServerApp's end is seen as result.json's status change
     with tempfile.TemporaryDirectory(prefix="medfl-deploy-") as secrets:
         supervisor = Supervisor(store.path / DEPLOYMENT_DIR, flower_env(Path(secrets) / "flwr"))
         deployment = _Deployment(experiment, backend, store, Path(secrets), supervisor)

@@ -170,12 +170,14 @@ def test_site_that_trusts_another_ca_is_refused_and_named(
     assert read_result(tmp_path / "run")["status"] == "failed"
 
 
-def test_interrupted_run_stops_every_process_and_keeps_finished_rounds(tmp_path: Path):
-    experiment = _toy(tmp_path, training={"rounds": 5})
+def test_interrupted_run_stops_every_process_and_resumes_to_the_simulations_result(
+    tmp_path: Path,
+):
+    experiment = _toy(tmp_path, training={"rounds": 4})
 
     def interrupt_after_round_1(record: RoundRecord) -> None:
         if record.round == 1:
-            raise KeyboardInterrupt  # what Ctrl-C raises in medfl's process
+            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, in the CLI) raises
 
     with pytest.raises(KeyboardInterrupt):
         run(
@@ -185,7 +187,14 @@ def test_interrupted_run_stops_every_process_and_keeps_finished_rounds(tmp_path:
             baselines=False,
             progress=interrupt_after_round_1,
         )
+    interrupted = read_result(tmp_path / "run")
+    assert interrupted["status"] == "failed" and interrupted["error"] == "interrupted"
+    kept = len(interrupted["rounds"])
+    assert 1 <= kept < 4  # the process tree is gone: the autouse fixture checks it
 
-    result = read_result(tmp_path / "run")
-    assert result["status"] == "failed" and result["error"] == "interrupted"
-    assert [r["round"] for r in result["rounds"]][:1] == [1]
+    resumed = run(engine=LocalBackend(), resume=tmp_path / "run", baselines=False)
+    simulated = run(experiment, engine=FastEngine(), out=tmp_path / "fast", baselines=False)
+
+    assert resumed.result.status == "succeeded" and len(resumed.result.rounds) == 4
+    assert read_result(resumed.run_dir)["final"] == read_result(simulated.run_dir)["final"]
+    assert_same_arrays(model_arrays(resumed.run_dir), model_arrays(simulated.run_dir))
