@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     quick_object_pulls()
+    import medfl.fl.deployed  # noqa: F401  # torch and medfl now, not when a message waits
 
     if args.supernode_pid is not None:
         threading.Thread(target=_watch_supernode, args=(args.supernode_pid,), daemon=True).start()
