@@ -187,27 +187,22 @@ def _supervise(supervisor, watch: Callable[[], None] = lambda: None) -> int:  # 
     """Wait until one of the supervisor's processes ends, or Ctrl-C; then stop them all."""
     import time
 
-    from medfl.deploy import describe_exit
+    from medfl.deploy import ended
 
     try:
-        while not (ended := supervisor.newly_exited()):
+        while not (stopped := supervisor.newly_exited()):
             watch()
             time.sleep(0.5)
     finally:
         supervisor.stop_all()
-    role = ended[0]
-    code = role.exit_code
-    if code != 0:
-        last = role.last_lines()
-        lines = "\n  ".join(last)
-        why = describe_exit(code, last)
-        raise TrainingError(f"{role.name} exited with code {code} ({why})\n  {lines}")
+    role = stopped[0]
+    if role.exit_code != 0:
+        raise TrainingError(f"{role.name} {ended(role)}")
     return 0
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from medfl.deploy import FlowerCli, ServerCommand, Supervisor, flower_env
-    from medfl.runners._local import _wait_for_port
+    from medfl.deploy import FlowerCli, ServerCommand, Supervisor, flower_env, wait_for_port
 
     _warn_insecure(args)
     keys = _site_keys(args.site_key)
@@ -222,7 +217,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         role = supervisor.start("server", command.argv())
         _stream_log_path(role.log)
         try:
-            _wait_for_port(args.port, role, 60.0)
+            wait_for_port(args.port, role, 60.0)
             cli = FlowerCli(Path(home) / "flwr", f"127.0.0.1:{args.port}", tls.ca if tls else None)
             for name, path in keys:
                 cli.register(path, name)

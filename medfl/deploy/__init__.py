@@ -5,7 +5,15 @@ material and site keys, and the ``flwr`` CLI. Used by the local backend and by t
 from medfl.deploy._exits import describe_exit
 from medfl.deploy._files import DEPLOYMENT_DIR, LOST_SITES_FILE, lost_sites
 from medfl.deploy._flower import FlowerCli, ServerCommand, SiteCommand, app_dir, write_run_config
-from medfl.deploy._processes import Role, Supervisor, flower_env, process_tree
+from medfl.deploy._processes import (
+    Role,
+    Supervisor,
+    ended,
+    flower_env,
+    free_port,
+    process_tree,
+    wait_for_port,
+)
 from medfl.deploy._tls import (
     ServerTls,
     SiteKey,
@@ -27,10 +35,13 @@ __all__ = [
     "app_dir",
     "check_server_tls",
     "describe_exit",
+    "ended",
     "flower_env",
+    "free_port",
     "lost_sites",
     "make_server_tls",
     "make_site_key",
     "process_tree",
+    "wait_for_port",
     "write_run_config",
 ]

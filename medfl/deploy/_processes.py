@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from medfl.deploy._exits import describe_exit
+from medfl.errors import TrainingError
 
 if TYPE_CHECKING:
     from medfl.deploy._flower import SiteCommand
@@ -186,3 +190,34 @@ def _stop_trees(roots: list[int]) -> None:
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
     _signal_all([p for p in pids if _alive(p)], signal.SIGKILL)
+
+
+def free_port() -> int:
+    """A loopback port free now (another process may still take it before we do)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, server: Role, timeout: float) -> None:
+    """Until the server listens on 127.0.0.1:port; its exit or the timeout raise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.exit_code is not None:
+            raise TrainingError(f"the server (SuperLink) {ended(server)}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TrainingError(f"the server (SuperLink) did not listen on port {port} in {timeout:g} s")
+
+
+def ended(role: Role) -> str:
+    """How a process ended, and its last log lines (Flower's messages, never data)."""
+    last = role.last_lines()
+    tail = "\n    ".join(last)
+    code = role.exit_code
+    return f"exited with code {code} ({describe_exit(code, last)})" + (
+        f"; its last log lines:\n    {tail}" if tail else ""
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,17 +22,18 @@ from medfl.deploy import (
     DEPLOYMENT_DIR,
     LOST_SITES_FILE,
     FlowerCli,
-    Role,
     ServerCommand,
     ServerTls,
     SiteCommand,
     SiteKey,
     Supervisor,
     check_server_tls,
-    describe_exit,
+    ended,
     flower_env,
+    free_port,
     make_server_tls,
     make_site_key,
+    wait_for_port,
     write_run_config,
 )
 from medfl.errors import MedflError, TrainingError, error_from_result
@@ -59,35 +59,6 @@ class LocalBackend:
     round_timeout_s: float = 600.0  # any later request, a round's training included
     warm_sites: bool = True  # False: Flower's stock per-message ClientApp processes (bench)
     name: str = "local"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, server: Role, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.exit_code is not None:
-            raise TrainingError(f"the server (SuperLink) {_ended(server)}")
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TrainingError(f"the server (SuperLink) did not listen on port {port} in {timeout:g} s")
-
-
-def _ended(role: Role) -> str:
-    """How a process ended, and its last log lines (Flower's messages, never data)."""
-    last = role.last_lines()
-    tail = "\n    ".join(last)
-    code = role.exit_code
-    return f"exited with code {code} ({describe_exit(code, last)})" + (
-        f"; its last log lines:\n    {tail}" if tail else ""
-    )
 
 
 class _LostSites:
@@ -126,7 +97,7 @@ class _Deployment:
         port = free_port()
         server = ServerCommand("127.0.0.1", port, tls, authenticate_sites=tls is not None)
         role = self.supervisor.start("server", server.argv())
-        _wait_for_port(port, role, self.backend.startup_timeout_s)
+        wait_for_port(port, role, self.backend.startup_timeout_s)
         address = f"127.0.0.1:{port}"
         cli = FlowerCli(self.secrets / "flwr", address, tls.ca if tls else None)
         keys = self._register_sites(cli) if tls is not None else {}
@@ -190,11 +161,11 @@ def submit_run(
 def _notice_exits(supervisor: Supervisor, lost: _LostSites) -> None:
     for role in supervisor.newly_exited():
         if role.site is None:
-            raise TrainingError(f"the server (SuperLink) {_ended(role)}")
+            raise TrainingError(f"the server (SuperLink) {ended(role)}")
         if role.site in lost.reasons:
             continue  # its other process ended first: that is the reason
         what = "ClientApp executor" if role.name.endswith(".apps") else "process"
-        reason = f"its {what} {_ended(role)}"
+        reason = f"its {what} {ended(role)}"
         log.warning("site %r: %s", role.site, reason)
         lost.add(role.site, reason)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medfl.runners._local import free_port
+from medfl.deploy import free_port
 from tests.helpers import make_frames, read_result, spec_dict, write_table
 
 pytestmark = pytest.mark.deploy
