@@ -1,10 +1,20 @@
-"""Finding and killing the deployment's processes by their command lines (Linux /proc)."""
+"""Finding and killing the deployment's processes by their command lines (Linux /proc).
+
+Only this test session's: every process the tests start inherits MARKER in its
+environment (an orphan too), so a medfl server someone runs beside the tests is
+never counted or killed.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import uuid
 from pathlib import Path
+
+MARKER = "MEDFL_TEST_SESSION"
+os.environ.setdefault(MARKER, uuid.uuid4().hex)
+_TAG = f"{MARKER}={os.environ[MARKER]}".encode()
 
 DEPLOYMENT_COMMANDS = (
     "flower-superlink",
@@ -25,9 +35,10 @@ def _processes() -> list[tuple[int, str]]:
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            ours = _TAG in (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if state != "Z":
+        if state != "Z" and ours:
             found.append((int(entry.name), cmdline))
     return found
 
