@@ -121,12 +121,26 @@ def server_tls(folder: Path):  # type: ignore[no-untyped-def]
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from medfl.deploy import make_server_tls, make_site_key
+    """A new federation's CA, server certificate and site keys; in a folder that has
+    them already, only the keys of sites it lacks (a hospital joining later). Nothing
+    is ever overwritten: a new CA would cut off every site that trusts the old one."""
+    from medfl.deploy import ServerTls, make_server_tls, make_site_key
 
-    tls = make_server_tls(args.folder, args.server_host)
-    lines = [f"server: {tls.ca}, {tls.cert}, {tls.key} (keep server.key and ca.key private)"]
+    folder: Path = args.folder
+    existing = [n for n in ("ca.pem", "server.pem", "server.key") if (folder / n).exists()]
+    taken = [n for n in args.site if (folder / "sites" / f"{n}.key").exists()]
+    if taken:
+        raise UsageError(f"{folder / 'sites'} already holds a key for {', '.join(taken)}: kept")
+    if existing and len(existing) < 3:
+        raise UsageError(f"{folder} holds only {', '.join(existing)}: not a complete set; kept")
+    if existing:
+        tls = ServerTls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+        lines = [f"server: kept the existing CA and certificate in {folder}"]
+    else:
+        tls = make_server_tls(folder, args.server_host)
+        lines = [f"server: {tls.ca}, {tls.cert}, {tls.key} (keep server.key and ca.key private)"]
     for name in args.site:
-        key = make_site_key(args.folder / "sites", name)
+        key = make_site_key(folder / "sites", name)
         lines.append(f"site {name}: {key.private} (private: only on that site) and {key.public}")
     lines.append(f"every site also needs {tls.ca}")
     print("\n".join(lines), file=sys.stderr)
@@ -143,6 +157,9 @@ def _site_keys(pairs: list[str]) -> list[tuple[str, Path]]:
             raise UsageError(f"--site-key {name}: {path} does not exist")
         keys.append((name, Path(path)))
     return keys
+
+
+_CONNECTED = ("SuperNode ID", "Connection successful")
 
 
 class _SiteNotices:
@@ -166,10 +183,11 @@ class _SiteNotices:
         except OSError:
             return
         for line in lines:
-            if "SuperNode ID" in line and not self.connected:
+            if any(m in line for m in _CONNECTED) and not self.connected:
                 self.connected = True
                 print(f"medfl: site {self.site!r} connected to {self.server}", file=sys.stderr)
-            elif "Connection attempt failed" in line and not self.connected:
+            elif "Connection attempt failed" in line:
+                self.connected = False
                 self._not_yet(time.monotonic())
 
     def _not_yet(self, now: float) -> None:
@@ -177,7 +195,7 @@ class _SiteNotices:
             return
         self.next_warning = now + 60  # once a minute while it keeps trying
         print(
-            f"medfl: cannot reach the server at {self.server} yet (is it running, is the "
+            f"medfl: cannot reach the server at {self.server} (is it running, is the "
             "address or port right, is the port open?); still trying",
             file=sys.stderr,
         )
@@ -196,9 +214,13 @@ def _supervise(supervisor, watch: Callable[[], None] = lambda: None) -> int:  # 
     finally:
         supervisor.stop_all()
     role = stopped[0]
-    if role.exit_code != 0:
-        raise TrainingError(f"{role.name} {ended(role)}")
-    return 0
+    if role.exit_code == 0:  # Flower ended it, e.g. a restarted server no longer knows it
+        tail = "\n    ".join(role.last_lines())
+        raise TrainingError(
+            f"{role.name} ended on its own (a server restarted without --database no longer "
+            f"knows this site: restart the site); its last log lines:\n    {tail}"
+        )
+    raise TrainingError(f"{role.name} {ended(role)}")
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -220,8 +242,7 @@ def cmd_server(args: argparse.Namespace) -> int:
             wait_for_port(args.port, role, 60.0)
             cli = FlowerCli(Path(home) / "flwr", f"127.0.0.1:{args.port}", tls.ca if tls else None)
             for name, path in keys:
-                cli.register(path, name)
-                print(f"medfl: site {name!r} registered", file=sys.stderr)
+                print(f"medfl: site {name!r} {_register(cli, path, name)}", file=sys.stderr)
         except BaseException:
             supervisor.stop_all()
             raise
@@ -229,6 +250,18 @@ def cmd_server(args: argparse.Namespace) -> int:
             f"medfl: server listening on {args.host}:{args.port}; Ctrl-C stops it", file=sys.stderr
         )
         return _supervise(supervisor)
+
+
+def _register(cli, public_key: Path, site: str) -> str:  # type: ignore[no-untyped-def]
+    """Register a site's key; one the server knows already (its --database kept it)
+    is no error."""
+    try:
+        cli.register(public_key, site)
+    except TrainingError as exc:
+        if "already in use" not in str(exc):
+            raise
+        return "was registered already (kept in the server's database)"
+    return "registered"
 
 
 def _log_dir(args: argparse.Namespace) -> Path:
@@ -277,6 +310,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     experiment = resolve_data_paths(load_experiment(args.file), Path.cwd())
     ca = None if args.insecure else _need(args.tls_dir, "ca.pem")
     out = (args.out or new_run_dir(experiment.name)).resolve()
+    if (out / "result.json").exists():
+        raise UsageError(f"{out} already holds a run: choose another --out folder")
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="medfl-submit-") as home:
         cli = FlowerCli(Path(home) / "flwr", args.server, ca)

@@ -46,13 +46,13 @@ def _record_setup(result: RunResult, setup: Setup) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt | SystemExit):  # Ctrl-C; Flower stopping the run
         return "interrupted"
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
 def _kind(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "interrupted"
     return type(exc).__name__ if isinstance(exc, MedflError) else "internal"
 

@@ -269,3 +269,24 @@ def test_the_run_config_reaches_the_server_app_typed(tmp_path: Path):
     assert run.experiment == experiment
     assert run.out == tmp_path / "run" and run.resume is True and run.write_outputs is False
     assert (run.timeouts.startup, run.timeouts.reply) == (30.0, 45.0)
+
+
+def test_certs_never_replaces_a_federations_ca_and_adds_a_joining_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from medfl.cli import main
+
+    assert main(["certs", str(tmp_path), "--site", "hungary"]) == 0
+    ca, hungary = (tmp_path / "ca.pem").read_bytes(), (tmp_path / "sites/hungary.key").read_bytes()
+
+    assert main(["certs", str(tmp_path), "--site", "cleveland"]) == 0  # joins later
+
+    assert (tmp_path / "ca.pem").read_bytes() == ca
+    assert (tmp_path / "sites/hungary.key").read_bytes() == hungary
+    assert (tmp_path / "sites/cleveland.key").is_file()
+    assert f"server: kept the existing CA and certificate in {tmp_path}" in capsys.readouterr().err
+    assert main(["certs", str(tmp_path), "--site", "hungary"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"medfl: error: {tmp_path / 'sites'} already holds a key for hungary: kept"
+    )
+    assert (tmp_path / "sites/hungary.key").read_bytes() == hungary
