@@ -30,7 +30,7 @@ from medfl.deploy import (
     process_tree,
     write_run_config,
 )
-from medfl.errors import UsageError
+from medfl.errors import TrainingError, UsageError
 from medfl.spec import load_experiment
 
 
@@ -290,3 +290,21 @@ def test_certs_never_replaces_a_federations_ca_and_adds_a_joining_site(
         f"medfl: error: {tmp_path / 'sites'} already holds a key for hungary: kept"
     )
     assert (tmp_path / "sites/hungary.key").read_bytes() == hungary
+
+
+def test_a_role_that_flower_ends_on_its_own_is_a_failure_not_success(tmp_path: Path):
+    from medfl.cli._deploy import _supervise
+
+    supervisor = Supervisor(tmp_path, flower_env())
+    argv = [sys.executable, "-c", "print('INFO :      SuperNode terminated gracefully.')"]
+    supervisor.start("site-hungary", argv, "hungary")
+
+    with pytest.raises(TrainingError) as raised:
+        _supervise(supervisor)
+
+    assert str(raised.value).startswith(
+        "site-hungary ended on its own (a server restarted without --database no longer "
+        "knows this site: restart the site); its last log lines:\n"
+        "    INFO :      SuperNode terminated gracefully."
+    )
+    assert raised.value.exit_code == 4
