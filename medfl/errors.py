@@ -63,13 +63,12 @@ class RunNotFoundError(MedflError):
 
 def error_from_result(kind: str | None, message: str) -> MedflError:
     """A failed run's error as the type it was raised as, from result.json (a run
-    that ran in another process: the deployment's ServerApp)."""
+    that ran in another process: the deployment's ServerApp); anything else, an
+    interrupted run included, is a TrainingError."""
     types: dict[str, type[MedflError]] = {
         "DataError": DataError,
         "EmptySiteError": DataError,
         "SpecError": DataError,  # both exit 3; the message has the spec paths
         "UsageError": UsageError,
     }
-    if kind == "interrupted":
-        return TrainingError(message)
     return types.get(kind or "", TrainingError)(message)

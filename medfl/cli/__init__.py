@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
+from medfl.cli._deploy import absolute_path, add_round_timeout
 from medfl.cli._deploy import add_parsers as add_deploy_parsers
 from medfl.errors import MedflError, TrainingError
 
@@ -65,17 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--tls-dir",
-        type=Path,
+        type=absolute_path,
         metavar="DIR",
         help="--backend local: use this CA and server certificate (from medfl certs)",
     )
-    run.add_argument(
-        "--round-timeout",
-        type=float,
-        metavar="SECONDS",
-        default=600.0,
-        help="--backend local: fail a site that does not answer a request within this time",
-    )
+    add_round_timeout(run, "--backend local: ")
     run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--seed", type=seed, help="override training.seed")
     run.add_argument("--rounds", type=count, help="override training.rounds")

@@ -97,7 +97,8 @@ def _progress_bar(console: Console) -> Progress:
     return Progress(*columns, console=console, transient=False)
 
 
-def _engine(args: argparse.Namespace, console: Console):  # type: ignore[no-untyped-def]
+def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from medfl.cli._deploy import server_tls, warn_insecure
     from medfl.runners import FastEngine, FlowerEngine, LocalBackend
 
     if args.backend != "local":
@@ -108,14 +109,7 @@ def _engine(args: argparse.Namespace, console: Console):  # type: ignore[no-unty
         raise UsageError("--engine chooses a simulation engine: not with --backend local")
     if args.insecure and args.tls_dir:
         raise UsageError("--insecure and --tls-dir exclude each other")
-    if args.round_timeout <= 0:
-        raise UsageError(f"--round-timeout must be positive, got {args.round_timeout:g}")
-    if args.insecure:
-        from medfl.cli._deploy import INSECURE_WARNING
-
-        Console(stderr=True).print(f"[bold red]{INSECURE_WARNING}[/]")
-    from medfl.cli._deploy import server_tls
-
+    warn_insecure(args)
     tls = server_tls(args.tls_dir) if args.tls_dir else None
     return LocalBackend(insecure=args.insecure, tls=tls, round_timeout_s=args.round_timeout)
 
@@ -136,8 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from medfl.runners import run
 
     console = Console(stderr=True, quiet=args.quiet)
+    engine = _engine(args)  # the options before any file is read
     experiment = _experiment_for(args)
-    engine = _engine(args, console)
     if args.backend == "local":
         security = "no TLS" if args.insecure else "TLS on, sites authenticated"
         console.print(

@@ -48,9 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="register a site's public key (repeatable); only registered sites may join",
     )
     server.add_argument("--database", type=Path, help="keep Flower's state in this file")
-    server.add_argument(
-        "--log-dir", type=Path, help="write Flower's log here (default: a new folder)"
-    )
+    _add_log_dir(server)
     server.set_defaults(handler=cmd_server)
 
     site = sub.add_parser("site", help="run one hospital's site (a Flower SuperNode)")
@@ -59,9 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     site.add_argument("--data", type=Path, help="this site's CSV or Parquet file")
     _security(site, "DIR holding ca.pem and NAME.key (from medfl certs)")
     site.add_argument("--port", type=int, default=9094, help="the site's local Flower API port")
-    site.add_argument(
-        "--log-dir", type=Path, help="write Flower's log here (default: a new folder)"
-    )
+    _add_log_dir(site)
     site.set_defaults(handler=cmd_site)
 
     submit = sub.add_parser("submit", help="submit an experiment to a running server")
@@ -71,22 +67,48 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     submit.add_argument(
         "--out", type=Path, help="run directory, on the server's machine (default: runs/NAME-TIME)"
     )
-    submit.add_argument("--round-timeout", type=float, default=600.0, metavar="SECONDS")
+    add_round_timeout(submit)
     submit.set_defaults(handler=cmd_submit)
+
+
+def _add_log_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-dir", type=Path, help="write Flower's log here (default: a new folder)"
+    )
+
+
+def add_round_timeout(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    parser.add_argument(
+        "--round-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        default=600.0,
+        help=f"{prefix}fail a site that does not answer a request within this time",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def _security(parser: argparse.ArgumentParser, tls_help: str) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     # absolute: Flower's own configuration refuses relative certificate paths
-    group.add_argument("--tls-dir", type=_absolute, metavar="DIR", help=tls_help)
+    group.add_argument("--tls-dir", type=absolute_path, metavar="DIR", help=tls_help)
     group.add_argument("--insecure", action="store_true", help="no TLS (debugging only)")
 
 
-def _absolute(text: str) -> Path:
+def absolute_path(text: str) -> Path:
     return Path(text).expanduser().resolve()
 
 
-def _warn_insecure(args: argparse.Namespace) -> None:
+def warn_insecure(args: argparse.Namespace) -> None:
     if getattr(args, "insecure", False):
         Console(stderr=True).print(f"[bold red]{INSECURE_WARNING}[/]")
 
@@ -226,7 +248,7 @@ def _supervise(supervisor, watch: Callable[[], None] = lambda: None) -> int:  # 
 def cmd_server(args: argparse.Namespace) -> int:
     from medfl.deploy import FlowerCli, ServerCommand, Supervisor, flower_env, wait_for_port
 
-    _warn_insecure(args)
+    warn_insecure(args)
     keys = _site_keys(args.site_key)
     if keys and args.insecure:
         raise UsageError("--site-key needs TLS: site authentication does not work with --insecure")
@@ -276,7 +298,7 @@ def _stream_log_path(log: Path) -> None:
 def cmd_site(args: argparse.Namespace) -> int:
     from medfl.deploy import SiteCommand, Supervisor, flower_env
 
-    _warn_insecure(args)
+    warn_insecure(args)
     ca = key = None
     if not args.insecure:
         ca = _need(args.tls_dir, "ca.pem")
@@ -306,7 +328,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from medfl.spec import load_experiment
     from medfl.spec._load import resolve_data_paths
 
-    _warn_insecure(args)
+    warn_insecure(args)
     experiment = resolve_data_paths(load_experiment(args.file), Path.cwd())
     ca = None if args.insecure else _need(args.tls_dir, "ca.pem")
     out = (args.out or new_run_dir(experiment.name)).resolve()

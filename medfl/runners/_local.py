@@ -20,7 +20,6 @@ from pathlib import Path
 
 from medfl.deploy import (
     DEPLOYMENT_DIR,
-    LOST_SITES_FILE,
     FlowerCli,
     ServerCommand,
     ServerTls,
@@ -34,6 +33,7 @@ from medfl.deploy import (
     make_server_tls,
     make_site_key,
     wait_for_port,
+    write_lost_sites,
     write_run_config,
 )
 from medfl.errors import MedflError, TrainingError, error_from_result
@@ -65,15 +65,13 @@ class _LostSites:
     """Sites whose process died: told to the ServerApp through a file it polls, so it
     stops waiting for them at once."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOST_SITES_FILE
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
         self.reasons: dict[str, str] = {}
 
     def add(self, site: str, reason: str) -> None:
         self.reasons[site] = reason
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.reasons))
-        tmp.replace(self.path)
+        write_lost_sites(self.run_dir, self.reasons)
 
 
 @dataclass
@@ -83,10 +81,6 @@ class _Deployment:
     store: RunStore
     secrets: Path  # keys and Flower's home: a temporary folder, never the run directory
     supervisor: Supervisor
-
-    @property
-    def folder(self) -> Path:
-        return self.store.path / DEPLOYMENT_DIR
 
     def start(self) -> FlowerCli:
         tls = None
@@ -253,7 +247,7 @@ def run_local(
         try:
             cli = deployment.start()
             run_id = deployment.submit(cli, resume)
-            lost = _LostSites(store.path / DEPLOYMENT_DIR)
+            lost = _LostSites(store.path)
             status = follow(
                 store, cli, run_id, progress, done, lambda: _notice_exits(supervisor, lost), True
             )
