@@ -308,3 +308,25 @@ def test_a_role_that_flower_ends_on_its_own_is_a_failure_not_success(tmp_path: P
         "    INFO :      SuperNode terminated gracefully."
     )
     assert raised.value.exit_code == 4
+
+
+def test_a_site_says_once_a_minute_that_the_server_cannot_be_reached_then_that_it_connected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from medfl.cli._deploy import _SiteNotices
+
+    log = tmp_path / "site.log"
+    log.write_text("WARNING :   Connection attempt failed, retrying in 0.71 seconds\n" * 2)
+    notices = _SiteNotices(log, "hungary", "10.0.0.5:9091")
+
+    notices()
+    with log.open("a") as handle:
+        handle.write("WARNING :   Connection attempt failed, retrying in 1.16 seconds\n")
+        handle.write("INFO :      SuperNode ID: 42\n")
+    notices()
+
+    assert capsys.readouterr().err.splitlines() == [
+        "medfl: cannot reach the server at 10.0.0.5:9091 (is it running, is the address or "
+        "port right, is the port open?); still trying",
+        "medfl: site 'hungary' connected to 10.0.0.5:9091",
+    ]
