@@ -23,7 +23,11 @@ from medfl.spec import Experiment, parse_experiment, with_site_data
 from medfl.training import SiteWorker
 
 RUN_CONFIG_KEY = "medfl-experiment"  # where a deployed run carries the spec (JSON)
-_STATE = "medfl"  # the node's Context.state record: the federation's preprocessor
+# The node's Context.state records: they outlive a process (Ray reuses actors for any
+# node), so a fresh worker rebuilds the site from them.
+_STATE = "medfl"  # the federation's preprocessor
+_BASE = "medfl-base"  # the whole round-0 model (frozen and local layers come only here)
+_LOCAL = "medfl-local"  # this site's own layers (personalization), after its last round
 
 
 @dataclass
@@ -89,17 +93,21 @@ def _single_thread() -> None:
 
 
 def _ready(site: _Site, context: Context) -> SiteWorker:
-    """The worker, configured with the preprocessor the server sent this node."""
+    """The worker, configured as the server configured this node, with its own layers."""
     record = context.state.config_records.get(_STATE)
-    text = str(record["preprocessor"]) if record is not None else None
-    if text is None:
+    base = context.state.array_records.get(_BASE)
+    if record is None or base is None:
         raise RuntimeError("fit/evaluate before the server configured this site")
+    text = str(record["preprocessor"])
     if site.preprocessor != text:
         if not site.said_hello:
             site.worker.hello()  # loads and splits this site's data
             site.said_hello = True
-        site.worker.configure(wire.preprocessor_of(text))
+        site.worker.configure(wire.preprocessor_of(text), base.to_numpy_ndarrays())
         site.preprocessor = text
+    local = context.state.array_records.get(_LOCAL)
+    if local is not None:
+        site.worker.load_local_params(local.to_numpy_ndarrays())
     return site.worker
 
 
@@ -126,20 +134,32 @@ def _hello(name: str, site: _Site, _: RecordDict, context: Context) -> RecordDic
 
 def _configure(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
     text = str(wire.config_of(content)["preprocessor"])
-    context.state[_STATE] = ConfigRecord({"preprocessor": text})  # outlives this process
+    context.state[_STATE] = ConfigRecord({"preprocessor": text})
+    context.state[_BASE] = wire.params_record(wire.params_of(content))
+    if _LOCAL in context.state.array_records:
+        del context.state[_LOCAL]  # a new configure starts the site's own layers afresh
+    site.preprocessor = None
     _ready(site, context)
     return wire.reply(name)
 
 
 def _fit(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
     server_round = int(wire.config_of(content)["server-round"])  # type: ignore[arg-type]
-    update = _ready(site, context).fit(server_round, wire.params_of(content))
+    worker = _ready(site, context)
+    update = worker.fit(server_round, wire.params_of(content))
+    if worker.keeps_local:
+        context.state[_LOCAL] = wire.params_record(worker.local_params())
     return wire.update_reply(name, update)
 
 
 def _evaluate(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
     split = str(wire.config_of(content)["split"])
     metrics, n = _ready(site, context).evaluate(wire.params_of(content), split)  # type: ignore[arg-type]
+    return wire.evaluation_reply(name, metrics, n)
+
+
+def _personalize(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
+    metrics, n = _ready(site, context).personalize(wire.params_of(content))
     return wire.evaluation_reply(name, metrics, n)
 
 
@@ -158,6 +178,10 @@ def make_client_app(spec_text: str | None = None) -> ClientApp:
     @app.query("configure")
     def configure(message: Message, context: Context) -> Message:
         return _answer(spec(context), message, context, _configure)
+
+    @app.query("personalize")
+    def personalize(message: Message, context: Context) -> Message:
+        return _answer(spec(context), message, context, _personalize)
 
     @app.train()
     def train(message: Message, context: Context) -> Message:

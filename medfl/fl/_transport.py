@@ -108,11 +108,14 @@ class GridTransport:
         known = self.lost().get(site)
         return SiteFailure(site, known or "; ".join(dict.fromkeys(reasons)) or "no reply")
 
-    def configure(self, preprocessor: Preprocessor) -> None:
-        """Sent to every site whose hello succeeded. A site that cannot apply it fails the
-        run here, before round 1 (its own MedflError as is)."""
+    def configure(self, preprocessor: Preprocessor, base: Params) -> None:
+        """The input encoding and the whole round-0 model, sent to every site whose hello
+        succeeded. A site that cannot apply them fails the run here, before round 1 (its
+        own MedflError as is)."""
         text = wire.preprocessor_text(preprocessor)
-        answers = self._ask(self.greeted, wire.CONFIGURE, lambda: wire.request(preprocessor=text))
+        answers = self._ask(
+            self.greeted, wire.CONFIGURE, lambda: wire.request(base, preprocessor=text)
+        )
         for site, answer in answers.items():
             failed = _decoded(site, answer, lambda _: None)
             if isinstance(failed, MedflError):
@@ -135,6 +138,12 @@ class GridTransport:
         self, params: Params, split: SplitName, sites: list[str]
     ) -> dict[str, tuple[Metrics, int] | Exception]:
         answers = self._ask(sites, wire.EVALUATE, lambda: wire.request(params, split=split))
+        return {s: _decoded(s, a, wire.evaluation_of) for s, a in answers.items()}
+
+    def personalize(
+        self, params: Params, sites: list[str]
+    ) -> dict[str, tuple[Metrics, int] | Exception]:
+        answers = self._ask(sites, wire.PERSONALIZE, lambda: wire.request(params))
         return {s: _decoded(s, a, wire.evaluation_of) for s, a in answers.items()}
 
     # --- messages -------------------------------------------------------------

@@ -22,6 +22,7 @@ HELLO = "query.hello"
 CONFIGURE = "query.configure"
 FIT = "train"
 EVALUATE = "evaluate"
+PERSONALIZE = "query.personalize"
 
 _SITE = "medfl"  # ConfigRecord in every reply: which site answered
 _ERROR = "error"  # ConfigRecord in a reply whose site raised

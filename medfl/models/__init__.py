@@ -1,62 +1,16 @@
-"""The model zoo: logistic regression, an MLP, or a user's own torch.nn.Module."""
+"""Models: the zoo, pretrained weights, and which layers are frozen, kept local or sent."""
 
-from __future__ import annotations
+from medfl.models._parts import ModelParts, model_parts
+from medfl.models._pretrained import LoadReport, Weights, load_into, read_weights
+from medfl.models._zoo import build_model, initial_model
 
-import importlib
-
-import torch
-from torch import nn
-
-from medfl._seeds import derive_seed
-from medfl.errors import SpecError
-from medfl.spec._models import CustomModel, LogisticModel, MlpModel, ModelSpec
-
-__all__ = ["build_model", "initial_model"]
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
-
-
-def _mlp(spec: MlpModel, in_features: int, out_features: int) -> nn.Module:
-    layers: list[nn.Module] = []
-    width = in_features
-    for hidden in spec.hidden:
-        layers += [nn.Linear(width, hidden), _ACTIVATIONS[spec.activation]()]
-        if spec.dropout:
-            layers.append(nn.Dropout(spec.dropout))
-        width = hidden
-    layers.append(nn.Linear(width, out_features))
-    return nn.Sequential(*layers)
-
-
-def _custom(spec: CustomModel, in_features: int, out_features: int) -> nn.Module:
-    module_name, _, class_name = spec.import_path.partition(":")
-    where = "model.importPath"
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise SpecError([(where, f"cannot import {spec.import_path!r}: {exc}")]) from None
-    try:
-        model = cls(in_features=in_features, out_features=out_features, **spec.kwargs)
-    except TypeError as exc:
-        raise SpecError(
-            [("model.kwargs", f"{spec.import_path} rejected its arguments: {exc}")]
-        ) from None
-    if not isinstance(model, nn.Module):
-        raise SpecError([(where, f"{spec.import_path} did not build a torch.nn.Module")])
-    return model
-
-
-def build_model(spec: ModelSpec, in_features: int, out_features: int = 1) -> nn.Module:
-    """The architecture only; weights are whatever torch's current generator gives."""
-    if isinstance(spec, LogisticModel):
-        return nn.Linear(in_features, out_features)
-    if isinstance(spec, MlpModel):
-        return _mlp(spec, in_features, out_features)
-    return _custom(spec, in_features, out_features)
-
-
-def initial_model(spec: ModelSpec, in_features: int, seed: int) -> nn.Module:
-    """The round-0 global model, its weights drawn from the experiment seed alone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init"))
-        return build_model(spec, in_features)
+__all__ = [
+    "LoadReport",
+    "ModelParts",
+    "Weights",
+    "build_model",
+    "initial_model",
+    "load_into",
+    "model_parts",
+    "read_weights",
+]

@@ -47,6 +47,32 @@ class Evaluation(_Out):
     sites: dict[str, SiteEvaluation]
 
 
+class LayerInfo(_Out):
+    """One tensor of the model: sent each round, frozen (never trained nor sent) or
+    local (kept and trained at each site)."""
+
+    name: str
+    shape: list[int]
+    role: Literal["sent", "frozen", "local"]
+
+
+class PretrainedInfo(_Out):
+    path: str
+    kind: Literal["state-dict", "safetensors", "run"]
+    sha256: str
+    preprocessing: Literal["source", "federation"]
+    loaded: list[str]
+    reinitialized: list[str]
+    unused: list[str] = Field(default_factory=list)
+
+
+class ModelInfo(_Out):
+    layers: list[LayerInfo]
+    values_sent: int  # numbers per model each way each round
+    values_total: int
+    pretrained: PretrainedInfo | None = None
+
+
 class RunResult(_Out):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -57,6 +83,8 @@ class RunResult(_Out):
     rounds: list[RoundRecord] = Field(default_factory=list)
     final: Evaluation | None = None
     baselines: dict[str, Evaluation] = Field(default_factory=dict)
+    personalized: Evaluation | None = None  # each site's fine-tuned model on its test split
+    model: ModelInfo | None = None
     sites: dict[str, dict[str, Any]] = Field(default_factory=dict)
     excluded_sites: dict[str, str] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from medfl.data import Preprocessor
 from medfl.errors import RunNotFoundError
 from medfl.results._model import RoundRecord, RunResult
 from medfl.spec import Experiment, load_experiment
@@ -132,16 +133,23 @@ class RunStore:
     # --- model ------------------------------------------------------------
 
     def save_model(
-        self, params: list[np.ndarray], preprocessing: dict[str, Any], experiment: Experiment
+        self,
+        params: list[np.ndarray],
+        names: list[str],
+        preprocessor: Preprocessor,
+        experiment: Experiment,
     ) -> None:
+        """model.pt: the tensors in state-dict order with their names, the input
+        encoding and its feature names (a later run starts from it: model.pretrained)."""
         import torch  # only the model file needs torch; reading results does not
 
         meta = {
             "model": experiment.to_wire()["model"],
-            "preprocessing": preprocessing,
+            "preprocessing": preprocessor.to_dict(),
+            "features": preprocessor.feature_names,
             "schema": experiment.to_wire()["schema"],
         }
-        payload = {"params": [torch.from_numpy(p) for p in params], **meta}
+        payload = {"names": names, "params": [torch.from_numpy(p) for p in params], **meta}
         _atomic_write(self.path / MODEL_FILE, lambda f: torch.save(payload, f), "wb")
         _atomic_write(
             self.path / PORTABLE_FILE,

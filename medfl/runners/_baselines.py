@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medfl.data import Preprocessor
 from medfl.errors import TrainingError
 from medfl.results._model import Evaluation, SiteEvaluation
 from medfl.spec import Experiment, FedAvg
@@ -22,17 +21,18 @@ from medfl.training import (
 )
 from medfl.training._metrics import unweighted, weighted
 from medfl.training._site import SplitName
+from medfl.training._start import StartingModel, starting_model
 
 SPLITS: tuple[SplitName, ...] = ("train", "validation", "test")
 
 POOLED = "__pooled__"
 
 
-def _train_alone(fed: Federation, name: str, preprocessor: Preprocessor) -> Params:
+def _train_alone(fed: Federation, name: str, setup: Setup) -> Params:
     """The experiment's rounds with one site taking part (a fresh server each time)."""
     fed.optimizer = ServerOptimizer(fed.experiment.strategy)
-    setup = Setup([name], {}, {}, preprocessor)
-    return fed.run_rounds(setup, Checkpoint(fed.initial_params(preprocessor), {}), min_sites=1)
+    alone = Setup([name], {}, {}, setup.preprocessor, setup.start)
+    return fed.run_rounds(alone, Checkpoint(setup.start.initial(), {}), min_sites=1)
 
 
 def _pooled_worker(experiment: Experiment, workers: dict[str, SiteWorker]) -> SiteWorker:
@@ -44,42 +44,73 @@ def _pooled_worker(experiment: Experiment, workers: dict[str, SiteWorker]) -> Si
     return SiteWorker.from_splits(experiment, POOLED, splits)
 
 
+def _workers(experiment: Experiment, setup: Setup, start: StartingModel) -> dict[str, SiteWorker]:
+    workers = {n: SiteWorker(experiment, n) for n in setup.active}
+    for worker in workers.values():
+        worker.hello()
+        worker.configure(setup.preprocessor, start.base)
+    return workers
+
+
 def compute_baselines(
-    experiment: Experiment, active: list[str], preprocessor: Preprocessor, notes: list[str]
+    experiment: Experiment, setup: Setup, notes: list[str]
 ) -> dict[str, Evaluation]:
-    """Each requested baseline; one that cannot train is left out and said in ``notes``."""
+    """Each requested baseline; one that cannot train is left out and said in ``notes``.
+    All start from the run's starting model and input encoding but ``scratch``, which
+    starts from the seed's random weights with nothing frozen."""
     kinds = experiment.evaluation.baselines
     if not kinds:
         return {}
     plain = experiment.model_copy(update={"strategy": FedAvg()})
-    workers = {n: SiteWorker(plain, n) for n in active}
-    for worker in workers.values():
-        worker.hello()
-        worker.configure(preprocessor)
+    workers = _workers(plain, setup, setup.start)
     fed = Federation(plain, InProcessTransport(plain, workers))
     out: dict[str, Evaluation] = {}
+    if "pretrained" in kinds:
+        out["pretrained"] = fed.evaluate(setup.start.initial(), setup.active)
     if "local" in kinds:
-        sites = {}
-        for name in active:
-            # A site whose updates the federation rejects cannot train alone either: its
-            # local baseline is undefined and left out, like an undefined metric.
-            try:
-                params = _train_alone(fed, name, preprocessor)
-            except TrainingError as exc:
-                notes.append(f"local baseline of site {name!r} left out: {exc}")
-                continue
-            metrics, n = workers[name].evaluate(params, "test")
-            sites[name] = SiteEvaluation(metrics=metrics, num_examples=n)
-        out["local"] = _evaluation(sites)
+        out["local"] = _local(fed, workers, setup, notes)
     if "pooled" in kinds:
         pooled = _pooled_worker(plain, workers)
-        pooled.configure(preprocessor)
+        pooled.configure(setup.preprocessor, setup.start.base)
         workers[POOLED] = pooled
         try:
-            out["pooled"] = fed.evaluate(_train_alone(fed, POOLED, preprocessor), active)
+            out["pooled"] = fed.evaluate(_train_alone(fed, POOLED, setup), setup.active)
         except TrainingError as exc:
             notes.append(f"pooled baseline left out: {exc}")
+    if "scratch" in kinds:
+        try:
+            out["scratch"] = _scratch(experiment, setup)
+        except TrainingError as exc:
+            notes.append(f"scratch baseline left out: {exc}")
     return out
+
+
+def _local(
+    fed: Federation, workers: dict[str, SiteWorker], setup: Setup, notes: list[str]
+) -> Evaluation:
+    sites = {}
+    for name in setup.active:
+        # A site whose updates the federation rejects cannot train alone either: its
+        # local baseline is undefined and left out, like an undefined metric.
+        try:
+            params = _train_alone(fed, name, setup)
+        except TrainingError as exc:
+            notes.append(f"local baseline of site {name!r} left out: {exc}")
+            continue
+        metrics, n = workers[name].evaluate(params, "test")
+        sites[name] = SiteEvaluation(metrics=metrics, num_examples=n)
+    return _evaluation(sites)
+
+
+def _scratch(experiment: Experiment, setup: Setup) -> Evaluation:
+    """The same federation (strategy, rounds, sites, encoding) from random weights."""
+    model = experiment.model.model_copy(update={"pretrained": None, "freeze": []})
+    fresh = experiment.model_copy(update={"model": model})
+    start = starting_model(fresh, setup.preprocessor, None)
+    fed = Federation(fresh, InProcessTransport(fresh, _workers(fresh, setup, start)))
+    scratch = Setup(setup.active, {}, {}, setup.preprocessor, start)
+    params = fed.run_rounds(scratch, Checkpoint(start.initial(), {}))
+    return fed.evaluate(params, setup.active)
 
 
 def _evaluation(sites: dict[str, SiteEvaluation]) -> Evaluation:

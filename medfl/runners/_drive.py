@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from medfl.errors import MedflError
+from medfl.errors import MedflError, UsageError
 from medfl.results._model import RoundRecord, RunResult
 from medfl.results._store import RunStore
 from medfl.runners._baselines import compute_baselines
@@ -32,17 +32,32 @@ class DriveOptions:
     no_baselines_because: str | None = None  # said in result.json when baselines are off
 
 
-def _start(fed: Federation, store: RunStore, setup: Setup, resume: bool) -> Checkpoint:
+def _start(store: RunStore, setup: Setup, resume: bool) -> Checkpoint:
     if not resume:
-        return Checkpoint(fed.initial_params(setup.preprocessor), {}, [])
+        return Checkpoint(setup.start.initial(), {}, [])
+    _check_same_source(store.load_result(), setup)
     params, optimizer, rounds = store.load_checkpoint()
     return Checkpoint(params, optimizer, rounds)
+
+
+def _check_same_source(before: RunResult, setup: Setup) -> None:
+    """The frozen and local layers come from the pretrained file again: it must not
+    have changed since the run began."""
+    was = before.model.pretrained if before.model else None
+    now = setup.start.info.pretrained
+    if was and now and was.sha256 != now.sha256:
+        raise UsageError(
+            f"cannot resume: {now.path} changed since this run began (sha256 {was.sha256[:12]}… "
+            f"then, {now.sha256[:12]}… now)"
+        )
 
 
 def _record_setup(result: RunResult, setup: Setup) -> None:
     result.sites = {n: h.report.to_dict() for n, h in setup.hellos.items()}
     result.excluded_sites = setup.excluded
     result.features = setup.preprocessor.feature_names
+    result.model = setup.start.info
+    result.notes += [n for n in setup.notes if n not in result.notes]
 
 
 def _describe(exc: BaseException) -> str:
@@ -57,6 +72,18 @@ def _kind(exc: BaseException) -> str:
     return type(exc).__name__ if isinstance(exc, MedflError) else "internal"
 
 
+def _save_model(
+    store: RunStore, setup: Setup, params: Params, experiment: Experiment, notes: list[str]
+) -> None:
+    start = setup.start
+    store.save_model(start.whole(params), list(start.parts.names), setup.preprocessor, experiment)
+    if start.parts.local:
+        notes.append(
+            "the sites kept their own layers (personalization); model.pt holds those "
+            f"layers as they were at round 0: {', '.join(sorted(start.parts.local))}"
+        )
+
+
 def drive(
     experiment: Experiment, transport: Transport, store: RunStore, options: DriveOptions
 ) -> RunResult:
@@ -68,7 +95,7 @@ def drive(
         setup = fed.setup()
         _record_setup(result, setup)
         result.timings["setupSeconds"] = time.perf_counter() - began
-        start = _start(fed, store, setup, options.resume)
+        start = _start(store, setup, options.resume)
         result.rounds = list(start.rounds)
 
         def on_round(record: RoundRecord, params: Params, optimizer: ServerOptimizer) -> None:
@@ -82,12 +109,12 @@ def drive(
         params = fed.run_rounds(setup, start, on_round)
         result.timings["trainingSeconds"] = time.perf_counter() - trained
         result.final = fed.evaluate(params, setup.active)
-        store.save_model(params, setup.preprocessor.to_dict(), experiment)
+        if experiment.personalization.fine_tunes:
+            result.personalized = fed.personalize(params, setup.active, result.notes)
+        _save_model(store, setup, params, experiment, result.notes)
         if options.baselines:
             started = time.perf_counter()
-            result.baselines = compute_baselines(
-                experiment, setup.active, setup.preprocessor, result.notes
-            )
+            result.baselines = compute_baselines(experiment, setup, result.notes)
             result.timings["baselineSeconds"] = time.perf_counter() - started
         elif experiment.evaluation.baselines and options.no_baselines_because:
             result.notes.append(f"baselines left out: {options.no_baselines_because}")

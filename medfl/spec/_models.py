@@ -186,18 +186,57 @@ class Schema(SpecModel):
 # --- model ------------------------------------------------------------------
 
 
-class LogisticModel(SpecModel):
+class Pretrained(SpecModel):
+    """Where the starting weights come from, and which of them to take."""
+
+    path: str = Field(
+        min_length=1,
+        description="a PyTorch state dict (.pt, .pth, .bin), a .safetensors file, or the "
+        "folder of an earlier medfl run",
+    )
+    rename: dict[str, str] = Field(
+        default_factory=dict,
+        description="this model's layer name -> the name it has in the file (a prefix: "
+        "'output' maps 'output.weight' and 'output.bias')",
+    )
+    reinitialize: list[str] = Field(
+        default_factory=list,
+        description="layers (names or patterns) not loaded but freshly initialised, e.g. "
+        "the output layer when the task's outputs differ",
+    )
+    preprocessing: Literal["source", "federation"] | None = Field(
+        default=None,
+        description="the input encoding: 'source' reuses the earlier run's (its categories, "
+        "means and scales, so the weights see inputs as they were trained on); "
+        "'federation' computes it from this federation's sites. Default: 'source' for a "
+        "run folder, 'federation' for a weights file",
+    )
+
+
+class _ModelBase(SpecModel):
+    pretrained: Pretrained | None = None
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="layers (names or patterns such as 'hidden1' or 'hidden*') that keep "
+        "their starting weights: not trained, not sent",
+    )
+
+
+class LogisticModel(_ModelBase):
     type: Literal["logistic"] = "logistic"
 
 
-class MlpModel(SpecModel):
+class MlpModel(_ModelBase):
     type: Literal["mlp"] = "mlp"
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [32])
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     activation: Literal["relu", "tanh", "gelu"] = "relu"
+    normalization: Literal["none", "batch", "layer"] = Field(
+        default="none", description="a normalisation layer after each hidden layer"
+    )
 
 
-class CustomModel(SpecModel):
+class CustomModel(_ModelBase):
     """A user's own ``torch.nn.Module``, built as ``cls(in_features=, out_features=, **kwargs)``."""
 
     type: Literal["custom"] = "custom"
@@ -206,6 +245,47 @@ class CustomModel(SpecModel):
 
 
 ModelSpec = Annotated[LogisticModel | MlpModel | CustomModel, Field(discriminator="type")]
+
+
+class Personalization(SpecModel):
+    """Per-site models: layers that never leave the sites, and fine-tuning at the end."""
+
+    local_layers: list[str] = Field(
+        default_factory=list,
+        description="layers (names or patterns) each site keeps and trains for itself; "
+        "never sent or averaged (e.g. 'output': a personal head, FedPer)",
+    )
+    local_normalization: bool = Field(
+        default=False,
+        description="FedBN: every normalisation layer's weights and statistics stay at its site",
+    )
+    fine_tune_epochs: float | None = Field(
+        default=None,
+        gt=0,
+        description="after the last round, each site trains the global model this many "
+        "epochs on its own training split; its test metrics are reported beside the "
+        "global model's",
+    )
+    fine_tune_steps: int | None = Field(default=None, ge=1)
+    fine_tune_learning_rate: float | None = Field(
+        default=None, gt=0, description="default: training.learningRate"
+    )
+
+    @model_validator(mode="after")
+    def _epochs_or_steps(self) -> Personalization:
+        if self.fine_tune_epochs is not None and self.fine_tune_steps is not None:
+            raise ValueError("give either 'fineTuneEpochs' or 'fineTuneSteps', not both")
+        if self.fine_tune_learning_rate is not None and not self.fine_tunes:
+            raise ValueError("'fineTuneLearningRate' needs 'fineTuneEpochs' or 'fineTuneSteps'")
+        return self
+
+    @property
+    def fine_tunes(self) -> bool:
+        return self.fine_tune_epochs is not None or self.fine_tune_steps is not None
+
+    @property
+    def keeps_local(self) -> bool:
+        return bool(self.local_layers) or self.local_normalization
 
 
 # --- training and strategy --------------------------------------------------
@@ -296,14 +376,20 @@ class Split(SpecModel):
         return self
 
 
-Baseline = Literal["local", "pooled"]
+Baseline = Literal["local", "pooled", "scratch", "pretrained"]
 BASELINES: tuple[Baseline, ...] = ("local", "pooled")
+TRANSFER_BASELINES: tuple[Baseline, ...] = ("scratch", "pretrained")
 
 
 class Evaluation(SpecModel):
     split: Split = Field(default_factory=Split)
     threshold: float = Field(default=0.5, gt=0, lt=1)
-    baselines: list[Baseline] = Field(default_factory=lambda: list(BASELINES))
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: list(BASELINES),
+        description="local: each site alone; pooled: all training rows together; with "
+        "model.pretrained also scratch: this federation from random weights, and "
+        "pretrained: the starting weights untrained",
+    )
 
 
 class Task(StrEnum):
@@ -323,9 +409,16 @@ class Experiment(SpecModel):
     training: Training = Field(default_factory=Training)
     strategy: StrategySpec = Field(default_factory=FedAvg)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    personalization: Personalization = Field(default_factory=Personalization)
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:
+        transfer = sorted(set(self.evaluation.baselines) & set(TRANSFER_BASELINES))
+        if transfer and self.model.pretrained is None:
+            raise ValueError(
+                f"baseline(s) {', '.join(transfer)} compare against model.pretrained, "
+                "which is not set"
+            )
         if self.task is not Task.binary:
             raise ValueError(f"task {self.task.value!r} is not supported yet (only 'binary')")
         names = [s.name for s in self.sites]

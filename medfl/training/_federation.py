@@ -17,13 +17,13 @@ import numpy as np
 
 from medfl.data import Preprocessor
 from medfl.errors import DataError, EmptySiteError, TrainingError
-from medfl.models import initial_model
 from medfl.results._model import Evaluation, RoundRecord, SiteEvaluation, SiteRound
 from medfl.spec import Experiment
 from medfl.training._aggregate import ServerOptimizer, weighted_average
-from medfl.training._local import LocalUpdate, Params, get_params
+from medfl.training._local import LocalUpdate, Params
 from medfl.training._metrics import Metrics, unweighted, weighted
 from medfl.training._site import SiteHello, SplitName
+from medfl.training._start import StartingModel, choose_preprocessor, read_source, starting_model
 
 log = logging.getLogger("medfl.federation")
 
@@ -43,7 +43,7 @@ class Transport(Protocol):
 
     def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]: ...
 
-    def configure(self, preprocessor: Preprocessor) -> None: ...
+    def configure(self, preprocessor: Preprocessor, base: Params) -> None: ...
 
     def fit(
         self, server_round: int, params: Params, sites: list[str]
@@ -51,6 +51,10 @@ class Transport(Protocol):
 
     def evaluate(
         self, params: Params, split: SplitName, sites: list[str]
+    ) -> dict[str, tuple[Metrics, int] | Exception]: ...
+
+    def personalize(
+        self, params: Params, sites: list[str]
     ) -> dict[str, tuple[Metrics, int] | Exception]: ...
 
 
@@ -71,6 +75,8 @@ class Setup:
     excluded: dict[str, str]
     hellos: dict[str, SiteHello]
     preprocessor: Preprocessor
+    start: StartingModel
+    notes: list[str] = field(default_factory=list)
 
 
 RoundHook = Callable[[RoundRecord, Params, ServerOptimizer], None]
@@ -91,7 +97,9 @@ class Federation:
     # --- before round 1 ----------------------------------------------------
 
     def setup(self, sites: list[str] | None = None) -> Setup:
-        """Ask every site for its aggregates; fail naming the site, or skip empty sites."""
+        """Ask every site for its aggregates; fail naming the site, or skip empty sites.
+        Then the starting model, sent with the input encoding to every site."""
+        weights = read_source(self.experiment)  # a bad weights file fails before any site works
         names = sites or [s.name for s in self.experiment.sites]
         answers = self.transport.hello(names)
         hard = [
@@ -110,17 +118,12 @@ class Federation:
                 f"only {len(hellos)} of {len(names)} site(s) have usable data and minSites is "
                 f"{need}: {reasons}"
             )
-        schema = self.experiment.data_schema
         _check_both_classes(self.experiment, hellos)
-        preprocessor = Preprocessor.from_summaries(schema, [h.summary for h in hellos.values()])
-        self.transport.configure(preprocessor)
-        return Setup(list(hellos), excluded, hellos, preprocessor)
-
-    def initial_params(self, preprocessor: Preprocessor) -> Params:
-        width = len(preprocessor.feature_names)
-        return get_params(
-            initial_model(self.experiment.model, width, self.experiment.training.seed)
-        )
+        summaries = [h.summary for h in hellos.values()]
+        preprocessor, notes = choose_preprocessor(self.experiment, summaries, weights)
+        start = starting_model(self.experiment, preprocessor, weights)
+        self.transport.configure(preprocessor, start.base)
+        return Setup(list(hellos), excluded, hellos, preprocessor, start, notes + start.notes)
 
     # --- rounds ------------------------------------------------------------
 
@@ -178,19 +181,31 @@ class Federation:
     # --- after the last round ---------------------------------------------
 
     def evaluate(self, params: Params, active: list[str], split: SplitName = "test") -> Evaluation:
-        answers = self.transport.evaluate(params, split, active)
-        sites = {}
+        return _evaluation(self.transport.evaluate(params, split, active), "final evaluation")
+
+    def personalize(self, params: Params, active: list[str], notes: list[str]) -> Evaluation:
+        """Each site fine-tunes ``params`` on its training split and scores the result on
+        its test split; the fine-tuned models stay at the sites."""
+        answers = self.transport.personalize(params, active)
         for name, answer in answers.items():
             if isinstance(answer, Exception):
-                log.warning("final evaluation: site %r failed: %s", name, _reason(answer))
-                continue
-            sites[name] = SiteEvaluation(metrics=answer[0], num_examples=answer[1])
-        pairs = [(s.metrics, s.num_examples) for s in sites.values()]
-        return Evaluation(
-            metrics=weighted(pairs),
-            mean_over_sites=unweighted([s.metrics for s in sites.values()]),
-            sites=sites,
-        )
+                notes.append(f"site {name!r} has no personalised model: {_reason(answer)}")
+        return _evaluation(answers, "fine-tuning")
+
+
+def _evaluation(answers: dict[str, tuple[Metrics, int] | Exception], what: str) -> Evaluation:
+    sites = {}
+    for name, answer in answers.items():
+        if isinstance(answer, Exception):
+            log.warning("%s: site %r failed: %s", what, name, _reason(answer))
+            continue
+        sites[name] = SiteEvaluation(metrics=answer[0], num_examples=answer[1])
+    pairs = [(s.metrics, s.num_examples) for s in sites.values()]
+    return Evaluation(
+        metrics=weighted(pairs),
+        mean_over_sites=unweighted([s.metrics for s in sites.values()]),
+        sites=sites,
+    )
 
 
 def _check_both_classes(experiment: Experiment, hellos: dict[str, SiteHello]) -> None:

@@ -34,10 +34,10 @@ class InProcessTransport:
     def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]:
         return {n: _ask(n, self.workers[n].hello) for n in sites}
 
-    def configure(self, preprocessor: Preprocessor) -> None:
+    def configure(self, preprocessor: Preprocessor, base: Params) -> None:
         for worker in self.workers.values():
             if worker._frames:
-                worker.configure(preprocessor)
+                worker.configure(preprocessor, base)
 
     def fit(
         self, server_round: int, params: Params, sites: list[str]
@@ -48,3 +48,8 @@ class InProcessTransport:
         self, params: Params, split: SplitName, sites: list[str]
     ) -> dict[str, tuple[Metrics, int] | Exception]:
         return {n: _ask(n, partial(self.workers[n].evaluate, params, split)) for n in sites}
+
+    def personalize(
+        self, params: Params, sites: list[str]
+    ) -> dict[str, tuple[Metrics, int] | Exception]:
+        return {n: _ask(n, partial(self.workers[n].personalize, params)) for n in sites}

@@ -7,6 +7,7 @@ the same thing. Parameters travel as a list of numpy arrays in state_dict order.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,36 +80,52 @@ class _PlainSgd:
                 p.add_(p.grad, alpha=-self.lr)
 
 
-def _optimizer(model: nn.Module, cfg: Training) -> torch.optim.Optimizer | _PlainSgd:
+def _optimizer(params: list[nn.Parameter], cfg: Training) -> torch.optim.Optimizer | _PlainSgd:
     if cfg.optimizer == "sgd" and not cfg.momentum and not cfg.weight_decay:
-        return _PlainSgd(list(model.parameters()), cfg.learning_rate)
+        return _PlainSgd(params, cfg.learning_rate)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(
-            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        model.parameters(),
+        params,
         lr=cfg.learning_rate,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
     )
 
 
-def local_steps(n: int, cfg: Training) -> int:
+def local_steps(n: int, cfg: Training, pairs: bool = False) -> int:
     if cfg.local_steps is not None:
         return cfg.local_steps
+    if pairs and n > cfg.batch_size and n % cfg.batch_size == 1:  # see _batches
+        return max(1, math.ceil(cfg.epochs_or_default * (n // cfg.batch_size)))
     return max(1, math.ceil(cfg.epochs_or_default * n / cfg.batch_size))
 
 
-def _batches(n: int, steps: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+def _batches(
+    n: int, steps: int, batch_size: int, seed: int, pairs: bool = False
+) -> list[torch.Tensor]:
     """Successive shuffles of the rows, cut into `steps` batches (the last of an epoch
-    may be short), drawn from a generator seeded for this site and round."""
+    may be short), drawn from a generator seeded for this site and round. With
+    ``pairs`` (BatchNorm in training), a last batch of one row joins the one before."""
     generator = torch.Generator().manual_seed(seed)
     batches: list[torch.Tensor] = []
     while len(batches) < steps:
-        order = torch.randperm(n, generator=generator)
-        batches += list(order.split(batch_size))
+        epoch = list(torch.randperm(n, generator=generator).split(batch_size))
+        if pairs and len(epoch) > 1 and len(epoch[-1]) == 1:
+            epoch[-2:] = [torch.cat(epoch[-2:])]
+        batches += epoch
     return batches[:steps]
+
+
+def _train_mode(model: nn.Module, held: Sequence[nn.Module]) -> bool:
+    """Training mode but for ``held`` (frozen normalisation layers); True when a
+    BatchNorm trains, which cannot on a batch of one row."""
+    model.train()
+    for module in held:
+        module.eval()
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()
+    )
 
 
 def train_local(
@@ -118,25 +135,28 @@ def train_local(
     cfg: Training,
     strategy: StrategySpec,
     seed: int,
+    held: Sequence[nn.Module] = (),
 ) -> LocalUpdate:
-    """Train from the global ``params`` on this site's training split."""
+    """Train from ``params`` (the whole state) on this site's training split. Frozen
+    parameters (``requires_grad`` off) and ``held`` layers do not change."""
     set_params(model, params)
-    model.train()
-    optimizer = _optimizer(model, cfg)
+    pairs = _train_mode(model, held)
+    if pairs and len(data) < 2:
+        return LocalUpdate(params, len(data), math.nan, 0, "BatchNorm cannot train on one row")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(trainable, cfg)
     loss_fn = nn.BCEWithLogitsLoss()
-    anchor = [p.detach().clone() for p in model.parameters()]
+    anchor = [p.detach().clone() for p in trainable]
     mu = strategy.proximal_mu if isinstance(strategy, FedProx) else 0.0
-    steps = local_steps(len(data), cfg)
+    steps = local_steps(len(data), cfg, pairs)
     total = 0.0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "dropout"))
-        for step, idx in enumerate(_batches(len(data), steps, cfg.batch_size, seed)):
+        for step, idx in enumerate(_batches(len(data), steps, cfg.batch_size, seed, pairs)):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(data.x[idx]).squeeze(-1), data.y[idx])
             if mu:
-                prox = sum(
-                    ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
-                )
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(trainable, anchor, strict=True))
                 loss = loss + 0.5 * mu * prox
             value = float(loss.detach())
             if not math.isfinite(value):

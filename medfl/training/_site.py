@@ -20,9 +20,9 @@ from medfl.data import (
     stratified_split,
     summarize,
 )
-from medfl.errors import EmptySiteError
-from medfl.models import build_model
-from medfl.spec import Experiment
+from medfl.errors import EmptySiteError, TrainingError
+from medfl.models import ModelParts, build_model, model_parts
+from medfl.spec import Experiment, FedAvg
 from medfl.training._local import LocalData, LocalUpdate, Params, evaluate, train_local
 from medfl.training._metrics import Metrics
 
@@ -48,6 +48,9 @@ class SiteWorker:
         self._labels: dict[SplitName, np.ndarray] = {}
         self._data: dict[SplitName, LocalData] = {}
         self._model: nn.Module | None = None
+        self._parts: ModelParts | None = None
+        self._held: list[nn.Module] = []  # frozen normalisation layers: eval mode in training
+        self._state: Params = []  # the whole model as this site holds it: frozen + its own layers
 
     def _load(self) -> SiteTable:
         if self._table is None:
@@ -79,30 +82,80 @@ class SiteWorker:
         summary = summarize(self.name, self._frames["train"], table.features, schema)
         return SiteHello(summary, table.report)
 
-    def configure(self, preprocessor: Preprocessor) -> None:
+    def configure(self, preprocessor: Preprocessor, base: Params) -> None:
+        """The input encoding and the whole round-0 model (frozen and local layers
+        arrive once, here; rounds carry only the shared ones)."""
         for part, frame in self._frames.items():
             self._data[part] = LocalData.from_numpy(
                 preprocessor.transform(frame), self._labels[part]
             )
-        self._model = build_model(self.experiment.model, len(preprocessor.feature_names))
+        spec = self.experiment
+        self._model = build_model(spec.model, len(preprocessor.feature_names))
+        self._parts = model_parts(self._model, spec.model, spec.personalization)
+        self._held = self._parts.apply_freeze(self._model)
+        self._state = list(base)
+
+    def _whole(self, shared: Params) -> Params:
+        assert self._parts is not None, "configure() before fit() or evaluate()"
+        return self._parts.merge(self._state, shared)
 
     def fit(self, server_round: int, params: Params) -> LocalUpdate:
-        assert self._model is not None, "configure() before fit()"
+        """Train from the global (shared) ``params``; this site's own layers carry on
+        from its last round and stay here."""
+        assert self._model is not None and self._parts is not None
         seed = derive_seed(self.experiment.training.seed, self.name, server_round)
-        return train_local(
-            self._model,
-            params,
-            self._data["train"],
-            self.experiment.training,
-            self.experiment.strategy,
-            seed,
+        spec = self.experiment
+        data = self._data["train"]
+        update = train_local(
+            self._model, self._whole(params), data, spec.training, spec.strategy, seed, self._held
         )
+        if update.problem is None:
+            self._state = self._parts.with_local(self._state, self._parts.local_of(update.params))
+        update.params = self._parts.shared(update.params)
+        return update
 
     def evaluate(self, params: Params, split: SplitName) -> tuple[Metrics, int]:
         assert self._model is not None, "configure() before evaluate()"
         data = self._data[split]
         threshold = self.experiment.evaluation.threshold
-        return evaluate(self._model, params, data, threshold), len(data)
+        return evaluate(self._model, self._whole(params), data, threshold), len(data)
+
+    def personalize(self, params: Params) -> tuple[Metrics, int]:
+        """Fine-tune the global model on this site's training split; its metrics on this
+        site's test split. The fine-tuned weights stay here."""
+        assert self._model is not None
+        personal = self.experiment.personalization
+        training = self.experiment.training
+        cfg = training.model_copy(
+            update={
+                "local_epochs": personal.fine_tune_epochs,
+                "local_steps": personal.fine_tune_steps,
+                "learning_rate": personal.fine_tune_learning_rate or training.learning_rate,
+            }
+        )
+        seed = derive_seed(training.seed, self.name, "personalize")
+        data = self._data["train"]
+        update = train_local(
+            self._model, self._whole(params), data, cfg, FedAvg(), seed, self._held
+        )
+        if update.problem is not None:
+            raise TrainingError(f"site {self.name!r}: fine-tuning stopped: {update.problem}")
+        data = self._data["test"]
+        threshold = self.experiment.evaluation.threshold
+        return evaluate(self._model, update.params, data, threshold), len(data)
+
+    def local_params(self) -> Params:
+        """This site's own layers (personalisation): what its process must keep between rounds."""
+        assert self._parts is not None
+        return self._parts.local_of(self._state)
+
+    def load_local_params(self, local: Params) -> None:
+        assert self._parts is not None
+        self._state = self._parts.with_local(self._state, local)
+
+    @property
+    def keeps_local(self) -> bool:
+        return bool(self._parts and self._parts.local)
 
     @classmethod
     def from_splits(

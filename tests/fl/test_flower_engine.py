@@ -253,7 +253,7 @@ def _configured(
     transport = GridTransport(grid, experiment, Timeouts(startup=5, reply=60), **kwargs)  # type: ignore[arg-type]
     federation = Federation(experiment, transport)
     setup = federation.setup()
-    return transport, federation.initial_params(setup.preprocessor)
+    return transport, setup.start.initial()
 
 
 def test_request_the_server_cannot_deliver_fails_that_site_after_a_grace(

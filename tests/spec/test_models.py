@@ -175,7 +175,7 @@ BAD = {
     "unknown baseline": (
         {"evaluation": {"baselines": ["central"]}},
         "evaluation.baselines[0]",
-        "'local' or 'pooled'",
+        "'local', 'pooled', 'scratch' or 'pretrained'",
     ),
 }
 
