@@ -48,10 +48,8 @@ def _summary(result: RunResult, run_dir: Path, console: Console) -> None:
     table.add_column("model")
     for name in HEADLINE:
         table.add_column(name, justify="right")
-    rows = [("federated", result.final), *result.baselines.items()]
-    for label, ev in rows:
-        if ev is not None:
-            table.add_row(label, *(_fmt(ev.metrics.get(m)) for m in HEADLINE))
+    for label, ev in result.comparisons():
+        table.add_row(label, *(_fmt(ev.metrics.get(m)) for m in HEADLINE))
     console.print(table)
     console.print(
         "[dim]all sites' test splits: accuracy, sensitivity, specificity, F1 from the summed "

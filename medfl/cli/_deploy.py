@@ -326,10 +326,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from medfl.results import RunStore, new_run_dir
     from medfl.runners._local import follow, submit_run
     from medfl.spec import load_experiment
-    from medfl.spec._load import resolve_data_paths
+    from medfl.spec._load import resolve_paths
 
     warn_insecure(args)
-    experiment = resolve_data_paths(load_experiment(args.file), Path.cwd())
+    experiment = resolve_paths(load_experiment(args.file), Path.cwd())
     ca = None if args.insecure else _need(args.tls_dir, "ca.pem")
     out = (args.out or new_run_dir(experiment.name)).resolve()
     if (out / "result.json").exists():

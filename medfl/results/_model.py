@@ -15,6 +15,14 @@ class _Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+BASELINE_LABELS = {
+    "local": "local baseline",
+    "pooled": "pooled baseline",
+    "scratch": "from scratch",
+    "pretrained": "pretrained, untrained",
+}
+
+
 class SiteRound(_Out):
     """One site in one round. status: ok, rejected (update not finite) or failed (raised)."""
 
@@ -90,6 +98,15 @@ class RunResult(_Out):
     notes: list[str] = Field(default_factory=list)
     features: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
+
+    def comparisons(self) -> list[tuple[str, Evaluation]]:
+        """The federated model, the sites' fine-tuned ones and every baseline, labelled."""
+        rows = [
+            ("federated", self.final),
+            ("personalised", self.personalized),
+        ]
+        rows += [(BASELINE_LABELS.get(k, k), ev) for k, ev in self.baselines.items()]
+        return [(label, ev) for label, ev in rows if ev is not None]
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medfl.results._model import Evaluation, RunResult
+from medfl.results._model import Evaluation, ModelInfo, RunResult
 from medfl.spec import Experiment
 
 SHOWN = ("accuracy", "auc", "sensitivity", "specificity", "f1", "loss")
@@ -24,6 +24,63 @@ def _table(rows: dict[str, dict[str, float | None]], first: str) -> list[str]:
 def _evaluation_rows(label: str, ev: Evaluation) -> dict[str, dict[str, float | None]]:
     rows = {f"{label} (all sites)": ev.metrics, f"{label} (mean over sites)": ev.mean_over_sites}
     return rows
+
+
+def _transfer_headline(result: RunResult) -> list[str]:
+    scratch, final = result.baselines.get("scratch"), result.final
+    if scratch is None or final is None:
+        return []
+    got = [(m, final.metrics.get(m), scratch.metrics.get(m)) for m in ("auc", "accuracy")]
+    said = ", ".join(f"{m} {_fmt(a)} vs {_fmt(b)}" for m, a, b in got)
+    return [
+        "",
+        f"**Transfer:** from the pretrained weights {said} from scratch (the same sites, "
+        "strategy, rounds and input encoding; random starting weights, nothing frozen).",
+    ]
+
+
+def _personalized(final: Evaluation, personal: Evaluation) -> list[str]:
+    lines = [
+        "",
+        "## Personalised models",
+        "",
+        "Each site fine-tuned the federated model on its own training split; both are "
+        "scored on that site's test split. The fine-tuned weights stayed at the site.",
+        "",
+        "| site | test rows | accuracy: federated | personalised | AUC: federated "
+        "| personalised | loss: federated | personalised |",
+        "|---" * 8 + "|",
+    ]
+    for name, site in final.sites.items():
+        mine = personal.sites.get(name)
+        cells = [site.metrics, mine.metrics if mine else {}]
+        values = [_fmt(m.get(k)) for k in ("accuracy", "auc", "loss") for m in cells]
+        lines.append(f"| {name} | {site.num_examples} | " + " | ".join(values) + " |")
+    return lines
+
+
+def _model(info: ModelInfo) -> list[str]:
+    share = info.values_sent / info.values_total if info.values_total else 0.0
+    lines = [
+        "",
+        "## Model",
+        "",
+        f"{info.values_sent} of {info.values_total} values ({share:.0%}) travel each way "
+        "each round; frozen layers are neither trained nor sent, local ones stay at each site.",
+        "",
+        "| tensor | shape | role |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {la.name} | {la.shape} | {la.role} |" for la in info.layers]
+    source = info.pretrained
+    if source:
+        lines += [
+            "",
+            f"Started from `{source.path}` ({source.kind}, sha256 `{source.sha256[:12]}…`, "
+            f"input encoding: {source.preprocessing}); loaded: {', '.join(source.loaded) or '-'}; "
+            f"freshly initialised: {', '.join(source.reinitialized) or '-'}.",
+        ]
+    return lines
 
 
 def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) -> str:
@@ -52,12 +109,17 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
         lines.append(f"| {name} | excluded: {why} | | | | | |")
     if result.final:
         lines += ["", "## Final model on the test splits", ""]
-        rows = _evaluation_rows("federated", result.final)
-        for kind, ev in result.baselines.items():
-            rows |= _evaluation_rows(f"{kind} baseline", ev)
+        rows: dict[str, dict[str, float | None]] = {}
+        for label, ev in result.comparisons():
+            rows |= _evaluation_rows(label, ev)
         lines += _table(rows, "model")
+        lines += _transfer_headline(result)
         lines += ["", "Per site (federated model):", ""]
         lines += _table({n: s.metrics for n, s in result.final.sites.items()}, "site")
+    if result.final and result.personalized:
+        lines += _personalized(result.final, result.personalized)
+    if result.model:
+        lines += _model(result.model)
     if result.rounds:
         last = result.rounds[-1]
         lines += ["", f"## Validation, round {last.round}", ""]
@@ -75,6 +137,11 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
     if plots:
         lines += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += [
+        "",
+        "*Baselines* (computed in this process, simulation only): *local*, each site "
+        "trains alone; *pooled*, all training rows together; *from scratch*, this "
+        "federation from random weights; *pretrained, untrained*, the starting weights "
+        "as they are. All but *from scratch* start from the same weights.",
         "",
         "*All sites*: accuracy, sensitivity, specificity and F1 from the confusion counts "
         "summed over the sites (as if the test splits were pooled); AUC and loss are the "

@@ -17,7 +17,7 @@ from medfl.results._store import RESULT_FILE
 from medfl.runners._drive import DriveOptions, Progress, drive
 from medfl.runners._local import LocalBackend
 from medfl.spec import Experiment
-from medfl.spec._load import resolve_data_paths
+from medfl.spec._load import resolve_paths
 
 __all__ = ["FastEngine", "FlowerEngine", "LocalBackend", "RunOutcome", "run"]
 
@@ -124,7 +124,7 @@ def run(
     else:
         # Relative data paths mean the working directory now; the run directory's copy of
         # the spec (read back on resume, from anywhere) must still name the same files.
-        experiment = resolve_data_paths(experiment, Path.cwd())
+        experiment = resolve_paths(experiment, Path.cwd())
         store = _new_store(experiment, out)
     options = DriveOptions(
         engine=engine.name, resume=resume is not None, baselines=baselines, progress=progress

@@ -69,14 +69,14 @@ def _problems(err: ValidationError, prefix: str) -> list[tuple[str, str]]:
 def parse_experiment(doc: Any, source: str = "", base_dir: Path | None = None) -> Experiment:
     """Validate a parsed document (bare spec or manifest) into an Experiment.
 
-    Relative data paths are resolved against ``base_dir`` (the YAML file's folder).
+    Relative data and weights paths are resolved against ``base_dir`` (the YAML file's folder).
     """
     spec, prefix = _unwrap(doc, source)
     try:
         experiment = Experiment.model_validate(spec)
     except ValidationError as err:
         raise SpecError(_problems(err, prefix), source) from None
-    return resolve_data_paths(experiment, base_dir) if base_dir else experiment
+    return resolve_paths(experiment, base_dir) if base_dir else experiment
 
 
 def _unwrap(doc: Any, source: str) -> tuple[dict[str, Any], str]:
@@ -101,15 +101,23 @@ def _unwrap(doc: Any, source: str) -> tuple[dict[str, Any], str]:
     return spec, "spec"
 
 
-def resolve_data_paths(experiment: Experiment, base_dir: Path) -> Experiment:
-    """The experiment with relative CSV / Parquet paths made absolute against ``base_dir``."""
+def resolve_paths(experiment: Experiment, base_dir: Path) -> Experiment:
+    """The experiment with relative CSV / Parquet paths and the pretrained weights' path
+    made absolute against ``base_dir``."""
+    model = experiment.model
+    pretrained = model.pretrained
+    if pretrained is not None and not Path(pretrained.path).is_absolute():
+        where = str((base_dir / pretrained.path).resolve())
+        model = model.model_copy(
+            update={"pretrained": pretrained.model_copy(update={"path": where})}
+        )
     sites = []
     for site in experiment.sites:
         data = site.data
         if isinstance(data, CsvSource | ParquetSource) and not Path(data.path).is_absolute():
             data = data.model_copy(update={"path": str((base_dir / data.path).resolve())})
         sites.append(site.model_copy(update={"data": data}))
-    return experiment.model_copy(update={"sites": sites})
+    return experiment.model_copy(update={"sites": sites, "model": model})
 
 
 def load_experiment(path: str | Path) -> Experiment:
