@@ -8,6 +8,7 @@ bit for bit.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,11 +70,12 @@ def _tensor_mapping(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 def _torch_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors alike: the file is unusable
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception:  # pickle, zip and torch errors alike: the file is unusable
+        if not zipfile.is_zipfile(path):
+            raise _problem(f"{path} is not a PyTorch weights file") from None
         raise _problem(
-            f"{path} cannot be read as PyTorch weights (only tensors are loaded, never "
-            f"code): {first}"
+            f"{path} holds Python objects besides tensors, and medfl loads only tensors "
+            "(never code): save the model's state_dict() instead"
         ) from None
 
 
