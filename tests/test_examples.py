@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,16 @@ def test_example_loads_and_its_sites_validate(path: Path) -> None:
         assert table.report.positives > 0, table.site
 
 
-@pytest.mark.parametrize("path", FILES, ids=IDS)
+def _needs_an_earlier_run(path: Path) -> bool:
+    """A transfer example starts from a run its own script makes first (tested below)."""
+    pretrained = load_experiment(path).model.pretrained
+    return pretrained is not None and not Path(pretrained.path).exists()
+
+
+STANDALONE = [p for p in FILES if not _needs_an_earlier_run(p)]
+
+
+@pytest.mark.parametrize("path", STANDALONE, ids=[str(p.relative_to(EXAMPLES)) for p in STANDALONE])
 def test_example_runs_one_round(path: Path, tmp_path: Path) -> None:
     experiment = load_experiment(path)
     short = experiment.model_copy(
@@ -59,3 +69,42 @@ PAIRS = [
 )
 def test_manifest_example_equals_its_bare_twin(bare: Path, manifest: Path) -> None:
     assert load_experiment(manifest) == load_experiment(bare)
+
+
+def test_transfer_learning_example_runs_end_to_end_and_reports_the_comparison(
+    tmp_path: Path,
+) -> None:
+    """Its one command, on a copy of its folder (the script writes next to its files)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    folder = shutil.copytree(
+        EXAMPLES / "transfer-learning",
+        tmp_path / "example",
+        ignore=shutil.ignore_patterns("source-run"),
+    )
+    env = {**os.environ, "MEDFL": f"{sys.executable} -m medfl", "FLWR_TELEMETRY_ENABLED": "0"}
+
+    done = subprocess.run(
+        ["bash", str(folder / "run.sh"), "--out", str(tmp_path / "transfer")],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    source = json.loads((folder / "source-run" / "result.json").read_text())
+    result = json.loads((tmp_path / "transfer" / "result.json").read_text())
+    assert source["status"] == result["status"] == "succeeded"
+    assert sorted(source["sites"]) == ["cleveland", "hungary"]
+    assert sorted(result["sites"]) == ["switzerland", "va-long-beach"]
+    assert result["model"]["pretrained"]["path"] == str(folder / "source-run")
+    assert result["model"]["pretrained"]["loaded"] == [
+        "hidden1.weight", "hidden1.bias", "output.weight", "output.bias",
+    ]  # fmt: skip
+    assert sorted(result["baselines"]) == ["local", "pooled", "pretrained", "scratch"]
+    assert sorted(result["personalized"]["sites"]) == ["switzerland", "va-long-beach"]
+    report = (tmp_path / "transfer" / "report.md").read_text()
+    assert "| from scratch (all sites) |" in report
+    assert "**Transfer:** from the pretrained weights auc" in report
+    assert "## Personalised models" in report

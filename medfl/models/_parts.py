@@ -95,7 +95,7 @@ class ModelParts:
         every tensor is frozen, which train in eval mode so their statistics stay too."""
         for name, param in model.named_parameters():
             param.requires_grad_(name not in self.frozen)
-        held = []
+        held: list[nn.Module] = []
         for prefix, module in model.named_modules():
             if isinstance(module, NORM_LAYERS):
                 own = [f"{prefix}.{k}" if prefix else k for k in module.state_dict()]

@@ -67,6 +67,34 @@ def _toy(tmp_path: Path, **overrides: object):
     return parse_experiment(spec)
 
 
+def test_transfer_run_deployed_equals_the_simulation(tmp_path: Path):
+    """Pretrained start, frozen first layer, FedBN and fine-tuning, over real processes:
+    each site's own layers survive between rounds in the SuperNode's context."""
+    import torch
+
+    from medfl.models import build_model
+
+    model = {"type": "mlp", "hidden": [8], "normalization": "batch"}
+    torch.manual_seed(5)
+    weights = tmp_path / "weights.pt"
+    torch.save(build_model(_toy(tmp_path, model=model).model, 6).state_dict(), weights)
+    experiment = _toy(
+        tmp_path,
+        model={**model, "pretrained": {"path": str(weights)}, "freeze": ["hidden1"]},
+        personalization={"localNormalization": True, "fineTuneEpochs": 1},
+        training={"rounds": 2},
+    )
+
+    deployed = run(experiment, engine=LocalBackend(), out=tmp_path / "local", baselines=False)
+    simulated = run(experiment, engine=FastEngine(), out=tmp_path / "fast", baselines=False)
+
+    local, fast = read_result(deployed.run_dir), read_result(simulated.run_dir)
+    assert local["status"] == "succeeded"
+    for key in ("final", "personalized", "model"):
+        assert local[key] == fast[key], key
+    assert_same_arrays(model_arrays(deployed.run_dir), model_arrays(simulated.run_dir))
+
+
 def _kill_when_round_1_is_seen(site: str):  # type: ignore[no-untyped-def]
     """A progress hook that kills ``site`` once round 1 is reported. Progress is read
     from result.json, so a later round may already be running by then."""

@@ -223,6 +223,46 @@ def test_messages_carry_the_same_federation_as_the_fast_engine(
     _assert_same_run(outcome, fast)
 
 
+@pytest.fixture(scope="module")
+def transfer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Experiment, RunOutcome]:
+    """Pretrained weights with the first layer frozen, FedBN (each site's BatchNorm stays
+    home) and fine-tuning per site: every message kind a transfer run adds."""
+    import torch
+
+    from medfl.models import build_model
+    from tests.helpers import make_sites
+
+    folder = tmp_path_factory.mktemp("transfer")
+    model = {"type": "mlp", "hidden": [8], "normalization": "batch"}
+    torch.manual_seed(3)
+    weights = folder / "weights.pt"
+    torch.save(
+        build_model(parse_experiment(make_sites(folder, model=model)).model, 6).state_dict(),
+        weights,
+    )
+    doc = make_sites(
+        folder,
+        model={**model, "pretrained": {"path": str(weights)}, "freeze": ["hidden1"]},
+        personalization={"localNormalization": True, "fineTuneEpochs": 1},
+    )
+    experiment = parse_experiment(doc)
+    return experiment, _run(experiment, FastEngine(), folder / "fast")
+
+
+@pytest.mark.parametrize("forgetful", [False, True], ids=["kept-workers", "fresh-processes"])
+def test_transfer_run_over_messages_equals_the_fast_engine(
+    transfer: tuple[Experiment, RunOutcome], tmp_path: Path, forgetful: bool
+) -> None:
+    experiment, fast = transfer
+    grid = LoopbackGrid(experiment, forgetful=forgetful)
+
+    outcome = _drive_over(grid, experiment, tmp_path)
+
+    _assert_same_run(outcome, fast)
+    assert fast.result.personalized is not None
+    assert sorted(fast.result.personalized.sites) == ["site-a", "site-b", "site-c"]
+
+
 def test_silent_site_fails_within_the_timeout_and_minsites_decides(
     experiment: Experiment, tmp_path: Path
 ) -> None:
