@@ -8,10 +8,10 @@ EXAMPLE ?= examples/heart-disease/experiment.yaml
 export FLWR_TELEMETRY_ENABLED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run transfer-example test test-fast lint format bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ install: $(STAMP) ## create .venv with the pinned dependencies (CPU PyTorch) if 
 
 run: $(STAMP) ## run the heart-disease example on the bundled UCI data (4 hospitals)
 	$(VENV)/bin/medfl run $(EXAMPLE)
+
+transfer-example: $(STAMP) ## the transfer-learning example: two hospitals train, two others start from it
+	MEDFL=$(VENV)/bin/medfl bash examples/transfer-learning/run.sh
 
 test: $(STAMP) ## run the whole test suite (Flower/Ray tests included)
 	$(PY) -m pytest
@@ -40,8 +43,8 @@ format: $(STAMP) ## reformat the code with ruff
 	$(VENV)/bin/ruff format medfl tests bench
 	$(VENV)/bin/ruff check --fix medfl tests bench
 
-bench: $(STAMP) ## benchmarks: FLamby Fed-Heart-Disease accuracy and engine speed
+bench: $(STAMP) ## benchmarks: FLamby accuracy, engine and deployment speed, transfer learning
 	bash bench/run_all.sh
 
 clean: ## remove caches and runs/ (keeps .venv)
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs examples/transfer-learning/source-run .pytest_cache .mypy_cache .ruff_cache

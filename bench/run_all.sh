@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Both benchmarks (`make bench`); exits non-zero when any target is missed.
+# Every benchmark (`make bench`); exits non-zero when any target is missed.
 # Extra arguments go to neither; run a script by hand for its options (--help).
 set -u
 cd "$(dirname "$0")/.."
@@ -13,4 +13,7 @@ echo "== bench/speed.py: fast engine vs Flower's engine and hand-written loops"
 echo
 echo "== bench/deploy.py: Flower's deployment engine (--backend local) vs the fast engine"
 "$PY" bench/deploy.py || status=1
+echo
+echo "== bench/transfer.py: the transfer-learning example over seeds, against from scratch"
+"$PY" bench/transfer.py || status=1
 exit "$status"

@@ -441,3 +441,14 @@ def test_site_data_error_fails_flower_run_with_the_same_error(tmp_path: Path) ->
     import ray
 
     assert not ray.is_initialized()
+
+
+@pytest.mark.ray
+def test_transfer_run_on_flowers_simulation_engine_equals_the_fast_engine(
+    transfer: tuple[Experiment, RunOutcome], tmp_path: Path
+) -> None:
+    experiment, fast = transfer
+
+    flower = _run(experiment, FlowerEngine(num_cpus=2), tmp_path / "flower")
+
+    _assert_same_run(flower, fast)
