@@ -176,19 +176,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if len(reports) < experiment.min_sites:
         errors += empty
         empty = []
-    if args.json:
-        print(json.dumps({"sites": reports, "skipped": empty, "errors": errors}, indent=2))
-    else:
-        _print_reports(reports)
+    if errors:
+        _show(args, {"sites": reports, "skipped": [], "errors": errors})
+        raise DataError("\n".join(errors))
+    model = _starting_model(experiment)  # pretrained weights, frozen and local layers
+    _show(args, {"sites": reports, "skipped": empty, "errors": [], "model": model})
     for note in empty:
         print(
             f"medfl: warning: skipped (minSites {experiment.min_sites} allows it): {note}",
             file=sys.stderr,
         )
-    if errors:
-        raise DataError("\n".join(errors))
     print(f"{args.file}: valid ({len(reports)} site(s) ready)", file=sys.stderr)
     return 0
+
+
+def _show(args: argparse.Namespace, found: dict) -> None:
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return
+    _print_reports(found["sites"])
+    if "model" in found:
+        _print_model(found["model"])
+
+
+def _starting_model(experiment: Experiment) -> dict:
+    """The round-0 model as the server would build it, from the sites' aggregates."""
+    from medfl.training import Federation, InProcessTransport
+
+    setup = Federation(experiment, InProcessTransport(experiment)).setup()
+    return setup.start.info.model_dump(mode="json", by_alias=True)
+
+
+def _print_model(model: dict) -> None:
+    table = Table(title="model", title_justify="left")
+    for column in ("tensor", "shape", "role"):
+        table.add_column(column)
+    for layer in model["layers"]:
+        table.add_row(layer["name"], str(layer["shape"]), layer["role"])
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    console.print(f"{model['valuesSent']} of {model['valuesTotal']} values sent each round")
 
 
 def _print_reports(reports: list[dict]) -> None:

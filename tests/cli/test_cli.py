@@ -261,3 +261,37 @@ def test_resuming_a_finished_run_says_so(spec_file, tmp_path, capsys):
     assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
     assert main(["run", "--resume", str(out), "--quiet"]) == 2
     assert f"{out} already finished (3 rounds)" in capsys.readouterr().err
+
+
+def test_validate_lists_the_models_tensors_and_what_each_does(spec_file, capsys):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["model"] = {"type": "mlp", "hidden": [4], "freeze": ["hidden1"]}
+    spec_file.write_text(yaml.safe_dump(spec))
+
+    assert main(["validate", str(spec_file), "--json"]) == 0
+
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert [(la["name"], la["role"]) for la in model["layers"]] == [
+        ("hidden1.weight", "frozen"),
+        ("hidden1.bias", "frozen"),
+        ("output.weight", "sent"),
+        ("output.bias", "sent"),
+    ]
+    assert (model["valuesSent"], model["valuesTotal"]) == (
+        5,
+        4 * model["layers"][0]["shape"][1] + 9,
+    )
+
+
+def test_validate_names_a_pretrained_layer_that_does_not_fit(spec_file, tmp_path, capsys):
+    import torch
+
+    torch.save({"weight": torch.zeros(1, 99), "bias": torch.zeros(1)}, tmp_path / "w.pt")
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["model"] = {"type": "logistic", "pretrained": {"path": "w.pt"}}
+    spec_file.write_text(yaml.safe_dump(spec))
+
+    assert main(["validate", str(spec_file)]) == 3
+
+    err = capsys.readouterr().err
+    assert "model.pretrained.path: layer 'weight' is [1, 99] in the file but [1, " in err
