@@ -19,7 +19,7 @@ from medfl.training import (
     Setup,
     SiteWorker,
 )
-from medfl.training._metrics import unweighted, weighted
+from medfl.training._federation import over_sites
 from medfl.training._site import SplitName
 from medfl.training._start import StartingModel, starting_model
 
@@ -99,7 +99,7 @@ def _local(
             continue
         metrics, n = workers[name].evaluate(params, "test")
         sites[name] = SiteEvaluation(metrics=metrics, num_examples=n)
-    return _evaluation(sites)
+    return over_sites(sites)
 
 
 def _scratch(experiment: Experiment, setup: Setup) -> Evaluation:
@@ -111,12 +111,3 @@ def _scratch(experiment: Experiment, setup: Setup) -> Evaluation:
     scratch = Setup(setup.active, {}, {}, setup.preprocessor, start)
     params = fed.run_rounds(scratch, Checkpoint(start.initial(), {}))
     return fed.evaluate(params, setup.active)
-
-
-def _evaluation(sites: dict[str, SiteEvaluation]) -> Evaluation:
-    pairs = [(s.metrics, s.num_examples) for s in sites.values()]
-    return Evaluation(
-        metrics=weighted(pairs),
-        mean_over_sites=unweighted([s.metrics for s in sites.values()]),
-        sites=sites,
-    )

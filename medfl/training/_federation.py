@@ -200,6 +200,11 @@ def _evaluation(answers: dict[str, tuple[Metrics, int] | Exception], what: str) 
             log.warning("%s: site %r failed: %s", what, name, _reason(answer))
             continue
         sites[name] = SiteEvaluation(metrics=answer[0], num_examples=answer[1])
+    return over_sites(sites)
+
+
+def over_sites(sites: dict[str, SiteEvaluation]) -> Evaluation:
+    """The federation's figures from each site's: example-weighted, and plain mean."""
     pairs = [(s.metrics, s.num_examples) for s in sites.values()]
     return Evaluation(
         metrics=weighted(pairs),
