@@ -35,7 +35,13 @@ class DriveOptions:
 def _start(store: RunStore, setup: Setup, resume: bool) -> Checkpoint:
     if not resume:
         return Checkpoint(setup.start.initial(), {}, [])
-    _check_same_source(store.load_result(), setup)
+    before = store.load_result()
+    _check_same_source(before, setup)
+    if setup.start.parts.local:
+        setup.notes.append(
+            "resumed: the sites' own layers (personalization) restarted from the starting "
+            "model, as the server does not hold them"
+        )
     params, optimizer, rounds = store.load_checkpoint()
     return Checkpoint(params, optimizer, rounds)
 
@@ -93,9 +99,9 @@ def drive(
     fed = Federation(experiment, transport)
     try:
         setup = fed.setup()
+        start = _start(store, setup, options.resume)
         _record_setup(result, setup)
         result.timings["setupSeconds"] = time.perf_counter() - began
-        start = _start(store, setup, options.resume)
         result.rounds = list(start.rounds)
 
         def on_round(record: RoundRecord, params: Params, optimizer: ServerOptimizer) -> None:
