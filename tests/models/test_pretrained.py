@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -259,3 +260,27 @@ def test_weights_path_in_yaml_is_relative_to_the_file(tmp_path: Path) -> None:
 
     assert experiment.model.pretrained is not None
     assert experiment.model.pretrained.path == str(folder / "weights" / "w.pt")
+
+
+def test_levels_the_earlier_run_never_saw_are_named_in_the_notes(
+    tmp_path: Path, run_fast: Any
+) -> None:
+    first = run_fast(_doc({}), out="first")
+    spec = make_sites(tmp_path / "later", sizes=(60, 50))
+    frame_path = Path(spec["sites"][0]["data"]["path"])
+    frame = pd.read_csv(frame_path)
+    frame.loc[:4, "smoker"] = "former"  # five patients with a level the first run lacked
+    frame.to_csv(frame_path, index=False)
+    doc = deep_merge(spec, {"model": {**MLP, "pretrained": {"path": str(first.run_dir)}}})
+
+    outcome = run_fast(doc, out="later")
+
+    assert (
+        "site 'site-a', column 'smoker': level(s) former are not in the pretrained run's "
+        "categories and encode as all zeros"
+    ) in outcome.result.notes
+    assert outcome.result.features == read_features(first.run_dir)
+
+
+def read_features(run_dir: Path) -> list[str]:
+    return torch.load(run_dir / "model.pt", weights_only=True)["features"]
