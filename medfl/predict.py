@@ -48,3 +48,9 @@ def predict(run_dir: Path | str, frame: pd.DataFrame, site: str | None = None) -
         prob = torch.sigmoid(model(x).squeeze(-1)).double().numpy()
     threshold = experiment.evaluation.threshold
     return pd.DataFrame({"probability": prob, "prediction": (prob >= threshold).astype(np.int64)})
+
+
+def site_kept_layers(run_dir: Path | str) -> list[str]:
+    """Tensors the sites kept for themselves in that run: model.pt holds them as at round 0."""
+    model = RunStore(Path(run_dir)).load_result().model
+    return [layer.name for layer in model.layers if layer.role == "local"] if model else []

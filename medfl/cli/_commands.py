@@ -204,7 +204,8 @@ def _starting_model(experiment: Experiment) -> dict:
     from medfl.training import Federation, InProcessTransport
 
     setup = Federation(experiment, InProcessTransport(experiment)).setup()
-    return setup.start.info.model_dump(mode="json", by_alias=True)
+    model = setup.start.info.model_dump(mode="json", by_alias=True)
+    return {**model, "features": setup.preprocessor.feature_names, "notes": setup.notes}
 
 
 def _print_model(model: dict) -> None:
@@ -215,7 +216,19 @@ def _print_model(model: dict) -> None:
         table.add_row(layer["name"], str(layer["shape"]), layer["role"])
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
-    console.print(f"{model['valuesSent']} of {model['valuesTotal']} values sent each round")
+    console.print(
+        f"{len(model['features'])} input features; "
+        f"{model['valuesSent']} of {model['valuesTotal']} values sent each round"
+    )
+    source = model["pretrained"]
+    if source:
+        console.print(
+            f"pretrained: {source['path']} ({source['kind']}, input encoding "
+            f"{source['preprocessing']}); loaded: {', '.join(source['loaded']) or '-'}; "
+            f"freshly initialised: {', '.join(source['reinitialized']) or '-'}"
+        )
+    for note in model["notes"]:
+        console.print(f"note: {note}")
 
 
 def _print_reports(reports: list[dict]) -> None:
@@ -258,9 +271,17 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from medfl.predict import predict
+    from medfl.predict import predict, site_kept_layers
 
     table = _read_table(args.file)
+    kept = site_kept_layers(args.run_dir)
+    if kept:
+        print(
+            "medfl: warning: in this run each site kept its own "
+            f"{', '.join(kept)} (personalization); model.pt holds them as they were at "
+            "round 0, so these scores are not any site's model",
+            file=sys.stderr,
+        )
     scores = predict(args.run_dir, table, site=args.site)
     if args.id_column:
         if args.id_column not in table.columns:

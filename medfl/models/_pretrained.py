@@ -132,22 +132,27 @@ def _shape(t: torch.Tensor) -> str:
     return "[" + ", ".join(map(str, t.shape)) + "]"
 
 
-def load_into(model: nn.Module, weights: Weights, spec: Pretrained) -> LoadReport:
-    """Copy the source's tensors into ``model``; every mismatch is named before any is loaded."""
+def load_into(
+    model: nn.Module, weights: Weights, spec: Pretrained, features: list[str] | None = None
+) -> LoadReport:
+    """Copy the source's tensors into ``model``; every mismatch is named before any is
+    loaded. ``features``: the model's input columns, for the hint when widths differ."""
     state = model.state_dict()
     report = LoadReport([], [], [], [])
-    missing, problems, taken = [], [], set()
+    missing, problems, taken, widths = [], [], set(), []
     for name, current in state.items():
+        source = _source_name(name, spec.rename)
         if any(matches(name, p) for p in spec.reinitialize):
             report.reinitialized.append(name)
+            taken.add(source)  # the file's tensor is set aside on purpose, not unused
             continue
-        source = _source_name(name, spec.rename)
         tensor = weights.tensors.get(source)
         if tensor is None:
             missing.append(name if source == name else f"{name} (as {source})")
             continue
         taken.add(source)
         if tensor.shape != current.shape:
+            widths.append((tuple(tensor.shape), tuple(current.shape)))
             problems.append(
                 f"layer {name!r} is {_shape(tensor)} in the file but {_shape(current)} in "
                 "this model"
@@ -160,7 +165,7 @@ def load_into(model: nn.Module, weights: Weights, spec: Pretrained) -> LoadRepor
             "the layer under reinitialize"
         )
     if problems:
-        raise _problem("; ".join(problems) + _feature_hint(weights, spec))
+        raise _problem("; ".join(problems) + _width_hint(weights, features or [], widths))
     new = dict(state)
     for name in state:
         if name in report.reinitialized:
@@ -190,11 +195,23 @@ def _check_patterns(names: list[str], spec: Pretrained) -> None:
         raise SpecError(problems)
 
 
-def _feature_hint(weights: Weights, spec: Pretrained) -> str:
-    if weights.kind != "run" or spec.preprocessing != "federation":
+def _width_hint(
+    weights: Weights, features: list[str], widths: list[tuple[tuple[int, ...], tuple[int, ...]]]
+) -> str:
+    """A layer whose input width differs from the file's: the encodings differ."""
+    n = len(features)
+    if not any(
+        len(theirs) == len(ours) and any(o == n != t for t, o in zip(theirs, ours, strict=True))
+        for theirs, ours in widths
+    ):
         return ""
+    if weights.kind == "run":
+        return (
+            f" (that run's model takes {len(weights.features)} inputs, this federation's "
+            f"encoding gives {len(features)}: preprocessing 'source' reuses that run's)"
+        )
     return (
-        f" (the earlier run's model takes {len(weights.features)} inputs; with preprocessing "
-        "'federation' this federation's categories can differ from that run's: 'source' "
-        "keeps its encoding)"
+        f" (this federation's encoding gives the model {len(features)} inputs, listed by "
+        "`medfl validate --json` as features; if the file's first layer expects another "
+        "number, declare the categories with schema.levels so they match the weights')"
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medfl.errors import MedflError, UsageError
 from medfl.results import RunResult, RunStore, new_run_dir, write_outputs
-from medfl.results._store import RESULT_FILE
+from medfl.results._store import CHECKPOINT_FILE, RESULT_FILE
 from medfl.runners._drive import DriveOptions, Progress, drive
 from medfl.runners._local import LocalBackend
 from medfl.spec import Experiment
@@ -140,10 +140,21 @@ def run(
     return RunOutcome(result, store.path)
 
 
+def _failed_before_round_1(store: RunStore) -> bool:
+    """Such a run has nothing to resume (a spec or data error): its folder is reused."""
+    if (store.path / CHECKPOINT_FILE).exists():
+        return False
+    try:
+        result = store.load_result()
+    except (MedflError, ValueError):
+        return False
+    return result.status == "failed" and not result.rounds
+
+
 def _new_store(experiment: Experiment, out: Path | str | None) -> RunStore:
     """A fresh run directory; never one that already holds a run (that is --resume's)."""
     store = RunStore(Path(out) if out else new_run_dir(experiment.name))
-    if (store.path / RESULT_FILE).exists():
+    if (store.path / RESULT_FILE).exists() and not _failed_before_round_1(store):
         raise UsageError(
             f"{store.path} already holds a run: continue it with --resume {store.path}, "
             "or choose another --out folder"

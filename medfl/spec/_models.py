@@ -416,8 +416,8 @@ class Experiment(SpecModel):
         transfer = sorted(set(self.evaluation.baselines) & set(TRANSFER_BASELINES))
         if transfer and self.model.pretrained is None:
             raise ValueError(
-                f"baseline(s) {', '.join(transfer)} compare against model.pretrained, "
-                "which is not set"
+                f"evaluation.baselines: {', '.join(transfer)} compare(s) against "
+                "model.pretrained, which is not set"
             )
         if self.task is not Task.binary:
             raise ValueError(f"task {self.task.value!r} is not supported yet (only 'binary')")

@@ -94,7 +94,7 @@ def starting_model(
     model = initial_model(spec, len(preprocessor.feature_names), experiment.training.seed)
     pretrained, notes = None, []
     if weights is not None and spec.pretrained is not None:
-        report = load_into(model, weights, spec.pretrained)
+        report = load_into(model, weights, spec.pretrained, preprocessor.feature_names)
         pretrained = PretrainedInfo(
             path=spec.pretrained.path,
             kind=weights.kind,
@@ -113,6 +113,11 @@ def starting_model(
             notes.append(
                 f"pretrained: converted to this model's dtype: {', '.join(report.converted)}"
             )
+    if spec.freeze and spec.pretrained is None:
+        notes.append(
+            "model.freeze without model.pretrained: the frozen layers keep their random "
+            f"starting weights ({', '.join(spec.freeze)})"
+        )
     parts = model_parts(model, spec, experiment.personalization)
     base = get_params(model)
     layers = [

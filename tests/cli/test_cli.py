@@ -295,3 +295,37 @@ def test_validate_names_a_pretrained_layer_that_does_not_fit(spec_file, tmp_path
 
     err = capsys.readouterr().err
     assert "model.pretrained.path: layer 'weight' is [1, 99] in the file but [1, " in err
+
+
+def test_out_folder_of_a_run_that_failed_before_round_1_is_reused(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    spec = yaml.safe_load(spec_file.read_text())
+    good = spec["schema"]["numeric"]
+    spec["schema"]["numeric"] = ["no_such_column"]
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 3
+    spec["schema"]["numeric"] = good
+    spec_file.write_text(yaml.safe_dump(spec))
+
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+
+    assert json.loads((out / "result.json").read_text())["status"] == "succeeded"
+    assert yaml.safe_load((out / "experiment.yaml").read_text())["schema"]["numeric"] == good
+
+
+def test_predict_warns_when_the_sites_kept_layers_of_their_own(spec_file, tmp_path, capsys):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["model"] = {"type": "mlp", "hidden": [4]}
+    spec["personalization"] = {"localLayers": ["output"]}
+    spec_file.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    _site_frame(9, n=3).drop(columns=["outcome"]).to_csv(tmp_path / "new.csv", index=False)
+    capsys.readouterr()
+
+    assert main(["predict", str(out), str(tmp_path / "new.csv")]) == 0
+
+    assert capsys.readouterr().err.startswith(
+        "medfl: warning: in this run each site kept its own output.weight, output.bias "
+        "(personalization); model.pt holds them as they were at round 0"
+    )

@@ -141,6 +141,8 @@ def test_output_layer_reinitialised_keeps_the_fresh_weights_and_loads_the_rest(
         assert np.array_equal(by_name[name], state[name].numpy())
     assert start.info.pretrained is not None
     assert start.info.pretrained.reinitialized == ["output.weight", "output.bias"]
+    assert start.info.pretrained.unused == []  # set aside on purpose, not unused
+    assert start.notes == []
 
 
 def test_renamed_layers_are_found_under_their_name_in_the_file(tmp_path: Path) -> None:
@@ -284,3 +286,25 @@ def test_levels_the_earlier_run_never_saw_are_named_in_the_notes(
 
 def read_features(run_dir: Path) -> list[str]:
     return torch.load(run_dir / "model.pt", weights_only=True)["features"]
+
+
+def test_first_layer_of_another_width_says_how_to_see_this_federations_inputs(
+    tmp_path: Path,
+) -> None:
+    torch.save({"weight": torch.zeros(1, 7), "bias": torch.zeros(1)}, tmp_path / "wide.pt")
+
+    doc = _doc({})
+    doc["model"] = {"type": "logistic", "pretrained": {"path": str(tmp_path / "wide.pt")}}
+
+    with pytest.raises(SpecError) as err:
+        _start(doc)
+
+    assert err.value.problems == [
+        (
+            "model.pretrained.path",
+            "layer 'weight' is [1, 7] in the file but [1, 6] in this model (this "
+            "federation's encoding gives the model 6 inputs, listed by `medfl validate "
+            "--json` as features; if the file's first layer expects another number, "
+            "declare the categories with schema.levels so they match the weights')",
+        )
+    ]

@@ -252,3 +252,25 @@ def test_spec_checks_personalization_fields() -> None:
         Personalization(fine_tune_epochs=1, fine_tune_steps=3)
     with pytest.raises(ValidationError, match="'fineTuneLearningRate' needs 'fineTuneEpochs'"):
         Personalization(fine_tune_learning_rate=0.1)
+
+
+def test_freezing_without_pretrained_weights_is_said(tmp_path: Path, run_fast: Any) -> None:
+    doc = _spec(tmp_path, model={"type": "mlp", "hidden": [4], "freeze": ["hidden1"]})
+
+    outcome = run_fast(doc)
+
+    assert (
+        "model.freeze without model.pretrained: the frozen layers keep their random "
+        "starting weights (hidden1)"
+    ) in outcome.result.notes
+
+
+def test_transfer_baselines_without_pretrained_weights_are_refused_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_experiment(_spec(tmp_path, evaluation={"baselines": ["local", "scratch"]}))
+
+    assert err.value.problems == [
+        ("", "evaluation.baselines: scratch compare(s) against model.pretrained, which is not set")
+    ]
