@@ -1,0 +1,23 @@
+"""Federated statistics (in progress): GLMs fitted by IRLS from the sites' sums.
+
+What exists: the formula and design matrix over the shared schema, and the GLM maths
+(site-side sums, server-side IRLS and inference), exact against statsmodels on the
+pooled rows. Not yet: the ``medfl glm`` / ``medfl stats`` commands, their Flower
+messages, and the sites' disclosure guards (see the issue).
+"""
+
+from medfl.stats._formula import Formula, design_matrix, design_names, parse_formula
+from medfl.stats._glm import Family, GlmResult, GlmTerms, SingularDesignError, fit, site_terms
+
+__all__ = [
+    "Family",
+    "Formula",
+    "GlmResult",
+    "GlmTerms",
+    "SingularDesignError",
+    "design_matrix",
+    "design_names",
+    "fit",
+    "parse_formula",
+    "site_terms",
+]
