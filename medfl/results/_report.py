@@ -60,6 +60,8 @@ def _personalized(final: Evaluation, personal: Evaluation) -> list[str]:
 
 
 def _model(info: ModelInfo) -> list[str]:
+    if info.pretrained is None and all(la.role == "sent" for la in info.layers):
+        return ["", f"Model: {info.values_total} values, all trained and sent each round."]
     share = info.values_sent / info.values_total if info.values_total else 0.0
     lines = [
         "",
