@@ -392,6 +392,25 @@ class Evaluation(SpecModel):
     )
 
 
+class GlmSpec(SpecModel):
+    """A federated generalised linear model (``medfl glm``), fitted exactly by IRLS."""
+
+    formula: str | None = Field(
+        default=None,
+        description="'outcome ~ age + sex + C(cp)' over the schema's columns (C() marks a "
+        "categorical term; '- 1' drops the intercept). Default: the target against every "
+        "feature",
+    )
+    family: Literal["binomial", "poisson", "gaussian"] = Field(
+        default="binomial", description="with its canonical link: logit, log, identity"
+    )
+    site_effect: bool = Field(default=False, description="a fixed effect per site")
+    offset: str | None = Field(default=None, description="a numeric column, e.g. log exposure")
+    weights: str | None = Field(default=None, description="a numeric column of case weights")
+    max_iterations: int = Field(default=100, ge=1, le=10_000)
+    tolerance: float = Field(default=1e-8, gt=0, description="on the change in deviance")
+
+
 class Task(StrEnum):
     binary = "binary"
     multiclass = "multiclass"
@@ -410,6 +429,7 @@ class Experiment(SpecModel):
     strategy: StrategySpec = Field(default_factory=FedAvg)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     personalization: Personalization = Field(default_factory=Personalization)
+    glm: GlmSpec = Field(default_factory=GlmSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:

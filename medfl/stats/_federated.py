@@ -1,0 +1,102 @@
+"""The server's side of a federated GLM, whatever carries the messages.
+
+hello (level names, for the shared vocabulary) -> prepare (each site builds its design
+and checks its policy) -> IRLS iterations, each one request per site for its sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial, reduce
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from medfl.data import Preprocessor, SiteSummary
+from medfl.errors import DataError, MedflError
+from medfl.spec import Experiment
+from medfl.spec._policy import SitePolicy
+from medfl.stats._glm import GlmResult, GlmTerms, SingularDesignError, fit
+from medfl.stats._site import GlmPlan, GlmSite, GlmStart, glm_formula, glm_names
+
+T = TypeVar("T")
+
+
+class StatsTransport(Protocol):
+    """How the server reaches the sites for statistics: per site a value or the error."""
+
+    def glm_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]: ...
+
+    def glm_prepare(self, plan: GlmPlan) -> dict[str, GlmStart | Exception]: ...
+
+    def glm_terms(
+        self, beta: np.ndarray | None, mean_y: float
+    ) -> dict[str, GlmTerms | Exception]: ...
+
+
+def _ask(call: Callable[[], T]) -> T | Exception:
+    try:
+        return call()
+    except MedflError as exc:
+        return exc
+    except Exception as exc:  # a site's failure is reported by name, never a crash
+        return DataError(f"{type(exc).__name__}: {exc}")
+
+
+class InProcessStats:
+    """Every site a GlmSite in this process (each with its own policy)."""
+
+    def __init__(
+        self, experiment: Experiment, policies: dict[str, SitePolicy] | None = None
+    ) -> None:
+        policies = policies or {}
+        self.sites = {
+            s.name: GlmSite(experiment, s.name, policies.get(s.name)) for s in experiment.sites
+        }
+
+    def glm_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]:
+        return {n: _ask(self.sites[n].hello) for n in sites}
+
+    def glm_prepare(self, plan: GlmPlan) -> dict[str, GlmStart | Exception]:
+        return {n: _ask(partial(self.sites[n].prepare, plan)) for n in plan.sites}
+
+    def glm_terms(self, beta: np.ndarray | None, mean_y: float) -> dict[str, GlmTerms | Exception]:
+        return {
+            n: _ask(partial(site.terms, beta, mean_y))
+            for n, site in self.sites.items()
+            if site.prepared
+        }
+
+
+def _values(answers: dict[str, T | Exception]) -> dict[str, T]:
+    """Every site's value, or one error naming each site that failed."""
+    failed = [a for a in answers.values() if isinstance(a, Exception)]
+    if failed:
+        raise DataError("\n".join(str(e) for e in failed))
+    return answers  # type: ignore[return-value]
+
+
+def fit_glm(experiment: Experiment, transport: StatsTransport) -> GlmResult:
+    """The federated fit; equal to the pooled rows' fit. Raises DataError naming every
+    site that refused or failed, and the columns of a singular design."""
+    sites = [s.name for s in experiment.sites]
+    formula = glm_formula(experiment)  # a bad formula fails before any site is asked
+    summaries = _values(transport.glm_hello(sites))
+    vocabulary = Preprocessor.from_summaries(
+        experiment.data_schema, list(summaries.values())
+    ).vocabulary
+    plan = GlmPlan(vocabulary, sites)
+    starts = _values(transport.glm_prepare(plan))
+    rows = sum(s.rows for s in starts.values())
+    total = sum(s.outcome_sum or 0.0 for s in starts.values())
+
+    def ask(beta: np.ndarray | None) -> GlmTerms:
+        parts = _values(transport.glm_terms(beta, total / rows))
+        return reduce(lambda a, b: a + b, (parts[s] for s in sites))
+
+    spec = experiment.glm
+    try:
+        return fit(ask, glm_names(experiment, plan), spec.family, formula.intercept,
+                   spec.max_iterations, spec.tolerance)  # fmt: skip
+    except SingularDesignError as exc:
+        raise DataError(str(exc)) from None

@@ -1,0 +1,176 @@
+"""What a site computes for a federated GLM, and the disclosure limits it enforces on it.
+
+The site builds its design matrix from the formula and the federation's vocabulary,
+checks its own policy before it answers anything (enough rows, enough rows per
+parameter, no small indicator cell, both outcome classes large enough, a federation
+large enough), then returns only sums: X'WX, X'Wz, deviance, Pearson and
+log-likelihood sums at the coefficients the server sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medfl.data import SiteSummary, SiteTable, prepare_site, summarize
+from medfl.errors import DataError, SpecError
+from medfl.spec import Experiment
+from medfl.spec._policy import SitePolicy
+from medfl.stats._formula import Formula, design_matrix, design_names, parse_formula
+from medfl.stats._glm import Family, GlmTerms, site_terms
+
+SITE_EFFECT = "site"
+
+
+class DisclosureRefusal(DataError):
+    """A site's policy forbids releasing what was asked; the message says why, in counts."""
+
+
+@dataclass(frozen=True)
+class GlmPlan:
+    """What the server sends before the first iteration."""
+
+    vocabulary: dict[str, list[str]]
+    sites: list[str]  # every site taking part, in order (site effect, minimum sites)
+
+
+@dataclass
+class GlmStart:
+    rows: int
+    outcome_sum: float | None  # only where the starting step needs the mean (not binomial)
+
+
+def glm_formula(experiment: Experiment) -> Formula:
+    """The formula, checked against the schema: the outcome is the target or a numeric
+    column, and so are the offset and weights columns."""
+    schema, spec = experiment.data_schema, experiment.glm
+    text = spec.formula or (f"{schema.target.column} ~ " + " + ".join(schema.features))
+    formula = parse_formula(text, schema.numeric, schema.categorical, "glm.formula")
+    problems = []
+    if formula.outcome != schema.target.column and formula.outcome not in schema.numeric:
+        problems.append(
+            ("glm.formula", f"the outcome {formula.outcome!r} is neither the schema's target "
+             f"({schema.target.column!r}) nor one of its numeric columns")
+        )  # fmt: skip
+    for field, column in (("glm.offset", spec.offset), ("glm.weights", spec.weights)):
+        if column is not None and column not in schema.numeric:
+            problems.append((field, f"{column!r} is not one of the schema's numeric columns"))
+    if problems:
+        raise SpecError(problems)
+    return formula
+
+
+def glm_names(experiment: Experiment, plan: GlmPlan) -> list[str]:
+    names = design_names(glm_formula(experiment), plan.vocabulary)
+    if experiment.glm.site_effect:
+        names += [f"{SITE_EFFECT}[T.{s}]" for s in plan.sites[1:]]
+    return names
+
+
+class GlmSite:
+    """One site's rows and the GLM sums it may release."""
+
+    def __init__(self, experiment: Experiment, name: str, policy: SitePolicy | None = None) -> None:
+        self.experiment = experiment
+        self.name = name
+        self.policy = policy or SitePolicy()
+        self._table: SiteTable | None = None
+        self._data: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None = (
+            None
+        )
+
+    def _load(self) -> SiteTable:
+        if self._table is None:
+            site = next(s for s in self.experiment.sites if s.name == self.name)
+            self._table = prepare_site(site, self.experiment.data_schema)
+        return self._table
+
+    def hello(self) -> SiteSummary:
+        """Level names and counts over all rows (a GLM uses every row, not a split)."""
+        table = self._load()
+        return summarize(self.name, table.features, table.features, self.experiment.data_schema)
+
+    def prepare(self, plan: GlmPlan) -> GlmStart:
+        """Build the design; refuse, naming the limit, what this site's policy forbids."""
+        limits = self.policy.disclosure
+        if len(plan.sites) < limits.min_sites:
+            self._refuse(
+                f"the federation has {len(plan.sites)} site(s), its policy needs {limits.min_sites}"
+            )
+        x, y, offset, weights, names, levels = self._design(plan)
+        if len(y) < limits.min_rows:
+            self._refuse(
+                f"{len(y)} usable row(s), fewer than its policy's minimum of {limits.min_rows}"
+            )
+        if len(names) > limits.max_parameters_per_row * len(y):
+            self._refuse(
+                f"{len(names)} parameters for {len(y)} rows here: its policy allows at most "
+                f"{limits.max_parameters_per_row:g} per row"
+            )
+        self._check_cells(levels, y, limits.min_cell_count)
+        self._data = (x, y, offset, weights)
+        family = self.experiment.glm.family
+        return GlmStart(len(y), None if family == "binomial" else float(y.sum()))
+
+    @property
+    def prepared(self) -> bool:
+        return self._data is not None
+
+    def terms(self, beta: np.ndarray | None, mean_y: float) -> GlmTerms:
+        assert self._data is not None, "prepare() before terms()"
+        x, y, offset, weights = self._data
+        family = Family(self.experiment.glm.family)
+        return site_terms(family, x, y, beta, mean_y, offset, weights)
+
+    def _refuse(self, why: str) -> None:
+        raise DisclosureRefusal(f"site {self.name!r} refuses the GLM: {why}", site=self.name)
+
+    def _design(self, plan: GlmPlan):  # type: ignore[no-untyped-def]
+        """The complete rows' design, outcome, offset and weights; names in column order."""
+        spec, table = self.experiment.glm, self._load()
+        formula = glm_formula(self.experiment)
+        frame = table.features
+        x, rows = design_matrix(frame, formula, plan.vocabulary)
+        y = self._outcome(formula, table)[rows]
+        offset, weights = (
+            frame[c].astype(float).to_numpy()[rows] if c else None
+            for c in (spec.offset, spec.weights)
+        )
+        keep = ~np.isnan(y)
+        for extra in (offset, weights):
+            if extra is not None:
+                keep &= ~np.isnan(extra)
+        x, y = x[keep], y[keep]
+        used = frame[rows][keep]
+        levels = {t: used[t].astype(str).value_counts().to_dict() for t in formula.categorical}
+        offset = offset[keep] if offset is not None else None
+        weights = weights[keep] if weights is not None else None
+        if spec.site_effect:
+            own = [float(self.name == s) for s in plan.sites[1:]]
+            x = np.hstack([x, np.tile(own, (len(y), 1))])
+        return x, y, offset, weights, glm_names(self.experiment, plan), levels
+
+    def _outcome(self, formula: Formula, table: SiteTable) -> np.ndarray:
+        if formula.outcome == self.experiment.data_schema.target.column:
+            return table.y.astype(float)
+        return table.features[formula.outcome].astype(float).to_numpy()
+
+    def _check_cells(self, levels: dict[str, dict[str, int]], y: np.ndarray, least: int) -> None:
+        """No category level of 1..least-1 rows among the rows used (an indicator's X'X
+        entry is its count; the reference level's is the rest), and, for the binomial,
+        no outcome class that small."""
+        small = [
+            f"{column}={level} ({count})"
+            for column, counts in levels.items()
+            for level, count in counts.items()
+            if 0 < count < least
+        ]
+        if self.experiment.glm.family == "binomial":
+            for label, count in (("positive", int(y.sum())), ("negative", int(len(y) - y.sum()))):
+                if count < least:
+                    small.append(f"{label} outcome ({count})")
+        if small:
+            self._refuse(
+                f"cell(s) smaller than its policy's minimum of {least} rows: {', '.join(small)}"
+            )

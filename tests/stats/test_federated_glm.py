@@ -1,0 +1,151 @@
+"""A federated GLM over sites that each enforce their own disclosure policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from medfl.errors import DataError, SpecError
+from medfl.spec import parse_experiment
+from medfl.spec._policy import Disclosure, SitePolicy, load_policy
+from medfl.stats._federated import InProcessStats, fit_glm
+from tests.helpers import deep_merge, make_sites
+
+HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach")
+
+
+def _heart(**glm: Any):
+    return parse_experiment(
+        {
+            "name": "glm",
+            "sites": [
+                {"name": h.lower().replace(" ", "-"), "data": {"source": "demo", "hospital": h}}
+                for h in HOSPITALS
+            ],
+            "schema": {
+                "target": {"column": "num", "positiveAbove": 0},
+                "numeric": ["age", "thalch", "oldpeak"],
+                "categorical": ["sex", "exang"],
+            },
+            "glm": glm,
+        }
+    )
+
+
+def test_federated_fit_with_site_effect_equals_statsmodels_on_the_pooled_rows() -> None:
+    experiment = _heart(formula="num ~ age + sex + thalch + exang + oldpeak", siteEffect=True)
+
+    ours = fit_glm(experiment, InProcessStats(experiment))
+
+    from medfl.data import prepare_site
+
+    frames = []
+    for i, site in enumerate(experiment.sites):
+        table = prepare_site(site, experiment.data_schema)
+        frame = table.features.assign(num=table.y, site=i)
+        frames.append(frame.dropna(subset=["age", "sex", "thalch", "exang", "oldpeak"]))
+    pooled = pd.concat(frames, ignore_index=True)
+    x = np.column_stack(
+        [
+            np.ones(len(pooled)),
+            pooled["age"], pooled["sex"] == "Male", pooled["thalch"],
+            pooled["exang"] == "TRUE", pooled["oldpeak"],
+            *[pooled["site"] == i for i in (1, 2, 3)],
+        ]
+    ).astype(float)  # fmt: skip
+    theirs = sm.GLM(pooled["num"].to_numpy(float), x, family=sm.families.Binomial()).fit()
+    np.testing.assert_allclose(ours.params_, theirs.params, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.bse_, theirs.bse, rtol=0, atol=1e-8)
+    assert ours.names[-3:] == ["site[T.hungary]", "site[T.switzerland]", "site[T.va-long-beach]"]
+    assert ours.nobs_ == len(pooled)
+
+
+def test_small_category_cells_make_the_site_refuse_naming_them() -> None:
+    # the reference level counts too: its count is the rows minus the indicators'
+    experiment = _heart(formula="thalch ~ age + C(sex)", family="gaussian")
+    strict = SitePolicy(disclosure=Disclosure(min_cell_count=30))
+
+    with pytest.raises(DataError) as err:
+        fit_glm(experiment, InProcessStats(experiment, {"switzerland": strict}))
+
+    assert str(err.value) == (
+        "site 'switzerland' refuses the GLM: cell(s) smaller than its policy's minimum of 30 "
+        "rows: sex=Female (10)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("disclosure", "message"),
+    [
+        ({"min_rows": 500}, "117 usable row(s), fewer than its policy's minimum of 500"),
+        ({"max_parameters_per_row": 0.01},
+         "4 parameters for 117 rows here: its policy allows at most 0.01 per row"),
+        ({"min_sites": 5}, "the federation has 4 site(s), its policy needs 5"),
+    ],
+    ids=["rows", "parameters-per-row", "sites"],
+)  # fmt: skip
+def test_site_policy_limits_refuse_before_any_sum_leaves(disclosure: dict, message: str) -> None:
+    experiment = _heart(formula="num ~ age + thalch + oldpeak")
+    policy = SitePolicy(disclosure=Disclosure(**disclosure))
+    transport = InProcessStats(experiment, {"switzerland": policy})
+
+    with pytest.raises(DataError) as err:
+        fit_glm(experiment, transport)
+
+    assert str(err.value) == f"site 'switzerland' refuses the GLM: {message}"
+    assert not transport.sites["switzerland"].prepared
+
+
+def test_outcome_classes_below_the_cell_minimum_are_refused(tmp_path: Path) -> None:
+    doc = make_sites(tmp_path, sizes=(60, 40))
+    path = Path(doc["sites"][1]["data"]["path"])
+    frame = pd.read_csv(path)
+    frame["outcome"] = 0
+    frame.loc[:2, "outcome"] = 1  # three positives at site-b
+    frame.to_csv(path, index=False)
+    experiment = parse_experiment(deep_merge(doc, {"glm": {"formula": "outcome ~ age + bp"}}))
+
+    with pytest.raises(DataError) as err:
+        fit_glm(experiment, InProcessStats(experiment))
+
+    assert str(err.value) == (
+        "site 'site-b' refuses the GLM: cell(s) smaller than its policy's minimum of 5 rows: "
+        "positive outcome (3)"
+    )
+
+
+def test_outcome_that_is_no_schema_column_is_named(tmp_path: Path) -> None:
+    experiment = parse_experiment(
+        deep_merge(make_sites(tmp_path), {"glm": {"formula": "sex ~ age", "family": "binomial"}})
+    )
+
+    with pytest.raises(SpecError) as err:
+        fit_glm(experiment, InProcessStats(experiment))
+
+    assert err.value.problems == [
+        (
+            "glm.formula",
+            "the outcome 'sex' is neither the schema's target ('outcome') nor one of its "
+            "numeric columns",
+        )
+    ]
+
+
+def test_policy_file_is_read_and_its_mistakes_are_named(tmp_path: Path) -> None:
+    good = tmp_path / "policy.yaml"
+    good.write_text("disclosure: {minCellCount: 10, releaseExtremes: true}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("disclosure: {minCellCount: 0, minRow: 3}\n")
+
+    assert load_policy(good).disclosure.min_cell_count == 10
+    with pytest.raises(SpecError) as err:
+        load_policy(bad)
+    assert err.value.problems == [
+        ("disclosure.minCellCount", "Input should be greater than or equal to 1"),
+        ("disclosure.minRow", "unknown field"),
+    ]
