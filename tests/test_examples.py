@@ -55,12 +55,14 @@ def _is_manifest(path: Path) -> bool:
     return f"kind: {KIND}" in path.read_text()
 
 
-PAIRS = [
+PAIRS = [  # X.yaml and its Kubernetes twin federatedX.yaml
     (bare, manifest)
     for bare in FILES
     if not _is_manifest(bare)
     for manifest in FILES
-    if manifest.parent == bare.parent and _is_manifest(manifest)
+    if manifest.parent == bare.parent
+    and _is_manifest(manifest)
+    and manifest.name == f"federated{bare.name}"
 ]
 
 
@@ -108,3 +110,18 @@ def test_transfer_learning_example_runs_end_to_end_and_reports_the_comparison(
     assert "| from scratch (all sites) |" in report
     assert "**Transfer:** from the pretrained weights auc" in report
     assert "## Personalised models" in report
+
+
+GLMS = [p for p in FILES if load_experiment(p).glm.formula is not None]
+
+
+@pytest.mark.parametrize("path", GLMS, ids=[str(p.relative_to(EXAMPLES)) for p in GLMS])
+def test_glm_example_fits_and_converges(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medfl.cli import main
+
+    assert main(["glm", str(path), "--json"]) == 0
+
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["converged"] and fit["warnings"] == []
+    assert fit["coefficients"][0]["term"] == "Intercept"
+    assert fit["observations"] == 857

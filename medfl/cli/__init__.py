@@ -14,6 +14,7 @@ from pathlib import Path
 from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
 from medfl.cli._deploy import absolute_path, add_round_timeout
 from medfl.cli._deploy import add_parsers as add_deploy_parsers
+from medfl.cli._stats import add_parsers as add_stats_parsers
 from medfl.errors import MedflError, TrainingError
 
 __all__ = ["main"]
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, help="write CSV here (default: stdout)")
     predict.set_defaults(handler=cmd_predict)
     add_deploy_parsers(sub)
+    add_stats_parsers(sub)
     return parser
 
 
