@@ -73,7 +73,7 @@ def _number(value: float) -> float | None:
 def glm_json(result: GlmResult, experiment: Experiment) -> dict:
     table = result.summary
     rows = [
-        {"term": name, **{col: _number(table.loc[name, col]) for col in table.columns}}
+        {"term": name, **{col: _number(float(table.loc[name, col])) for col in table.columns}}
         for name in result.names
     ]
     return {
@@ -102,7 +102,7 @@ def _print(result: GlmResult, experiment: Experiment) -> None:
     for column in ["term", *table.columns]:
         out.add_column(column, justify="left" if column == "term" else "right")
     for name in result.names:
-        out.add_row(name, *(_cell(column, table.loc[name, column]) for column in table.columns))
+        out.add_row(name, *(_cell(c, float(table.loc[name, c])) for c in table.columns))
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(out)
     console.print(
