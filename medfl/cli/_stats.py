@@ -72,9 +72,10 @@ def _number(value: float) -> float | None:
 
 def glm_json(result: GlmResult, experiment: Experiment) -> dict:
     table = result.summary
+    values = table.to_numpy(dtype=float)
     rows = [
-        {"term": name, **{col: _number(float(table.loc[name, col])) for col in table.columns}}
-        for name in result.names
+        {"term": name, **{col: _number(v) for col, v in zip(table.columns, row, strict=True)}}
+        for name, row in zip(result.names, values, strict=True)
     ]
     return {
         "family": result.family,
@@ -101,8 +102,8 @@ def _print(result: GlmResult, experiment: Experiment) -> None:
     )
     for column in ["term", *table.columns]:
         out.add_column(column, justify="left" if column == "term" else "right")
-    for name in result.names:
-        out.add_row(name, *(_cell(c, float(table.loc[name, c])) for c in table.columns))
+    for name, row in zip(result.names, table.to_numpy(dtype=float), strict=True):
+        out.add_row(name, *(_cell(c, v) for c, v in zip(table.columns, row, strict=True)))
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(out)
     console.print(
