@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from rich.table import Table
 from medfl.errors import UsageError
 from medfl.spec import Experiment, load_experiment
 from medfl.spec._policy import SitePolicy, load_policy
-from medfl.stats import GlmResult
+from medfl.stats import glm_dict
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,6 +28,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         metavar="SITE=FILE",
         help="a simulated site's own policy file (repeatable); default limits otherwise",
     )
+    glm.add_argument(
+        "--backend",
+        choices=["simulation", "local"],
+        default="simulation",
+        help="simulation: every site in this process (default); local: Flower's deployment "
+        "engine, a server and one process per site on this machine, TLS on",
+    )
+    glm.add_argument("--insecure", action="store_true", help="--backend local without TLS")
+    glm.add_argument("--out", type=Path, help="--backend local: the run directory")
     glm.add_argument("--json", action="store_true", help="print the fit as JSON")
     glm.set_defaults(handler=cmd_glm)
 
@@ -52,68 +60,68 @@ def _with_overrides(experiment: Experiment, args: argparse.Namespace) -> Experim
 
 
 def cmd_glm(args: argparse.Namespace) -> int:
-    from medfl.stats._federated import InProcessStats, fit_glm
-
     experiment = _with_overrides(load_experiment(args.file), args)
     policies = _policies(args.site_policy, experiment)
-    result = fit_glm(experiment, InProcessStats(experiment, policies))
+    fit = (
+        _fit_local(experiment, args) if args.backend == "local" else _fit_here(experiment, policies)
+    )
+    fit = {"formula": experiment.glm.formula, "sites": [s.name for s in experiment.sites], **fit}
     if args.json:
-        print(json.dumps(glm_json(result, experiment), indent=2))
+        print(json.dumps(fit, indent=2))
     else:
-        _print(result, experiment)
-    for warning in result.warnings_:
+        _print(fit, experiment)
+    for warning in fit["warnings"]:
         print(f"medfl: warning: {warning}", file=sys.stderr)
     return 0
 
 
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) or math.isinf(value) else float(value)
+def _fit_here(experiment: Experiment, policies: dict[str, SitePolicy]) -> dict:
+    from medfl.stats._federated import InProcessStats, fit_glm
+
+    return glm_dict(fit_glm(experiment, InProcessStats(experiment, policies)))
 
 
-def glm_json(result: GlmResult, experiment: Experiment) -> dict:
-    table = result.summary
-    values = table.to_numpy(dtype=float)
-    rows = [
-        {"term": name, **{col: _number(v) for col, v in zip(table.columns, row, strict=True)}}
-        for name, row in zip(result.names, values, strict=True)
-    ]
-    return {
-        "family": result.family,
-        "formula": experiment.glm.formula,
-        "sites": [s.name for s in experiment.sites],
-        "coefficients": rows,
-        "deviance": result.deviance_,
-        "logLikelihood": result.loglik_,
-        "aic": result.aic_,
-        "scale": result.scale_,
-        "observations": result.nobs_,
-        "iterations": result.iterations_,
-        "converged": result.converged_,
-        "warnings": result.warnings_,
-    }
+def _fit_local(experiment: Experiment, args: argparse.Namespace) -> dict:
+    """Over Flower's deployment engine; the ServerApp writes glm.json in the run folder."""
+    from medfl.results import RunStore, new_run_dir
+    from medfl.runners import LocalBackend
+    from medfl.runners._local import run_local
+    from medfl.stats._federated import GLM_FILE
+
+    pairs = tuple((p.partition("=")[0], Path(p.partition("=")[2])) for p in args.site_policy)
+    store = RunStore(args.out or new_run_dir(experiment.name))
+    store.create(experiment)
+    run_local(experiment, LocalBackend(insecure=args.insecure, site_policies=pairs), store,
+              False, None, job="glm")  # fmt: skip
+    print(f"medfl: run directory: {store.path}", file=sys.stderr)
+    return json.loads((store.path / GLM_FILE).read_text())
 
 
-def _print(result: GlmResult, experiment: Experiment) -> None:
-    table = result.summary
+def _print(fit: dict, experiment: Experiment) -> None:
+    rows = fit["coefficients"]
     out = Table(
-        title=f"{experiment.name}: {result.family} GLM, {result.nobs_} rows at "
+        title=f"{experiment.name}: {fit['family']} GLM, {fit['observations']} rows at "
         f"{len(experiment.sites)} sites",
         title_justify="left",
     )
-    for column in ["term", *table.columns]:
-        out.add_column(column, justify="left" if column == "term" else "right")
-    for name, row in zip(result.names, table.to_numpy(dtype=float), strict=True):
-        out.add_row(name, *(_cell(c, v) for c, v in zip(table.columns, row, strict=True)))
+    columns = [c for c in rows[0] if c != "term"]
+    out.add_column("term")
+    for column in columns:
+        out.add_column(column, justify="right")
+    for row in rows:
+        out.add_row(row["term"], *(_cell(c, row[c]) for c in columns))
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(out)
     console.print(
-        f"deviance {result.deviance_:.4f}, log-likelihood {result.loglik_:.4f}, AIC "
-        f"{result.aic_:.4f}, scale {result.scale_:.4g}; {result.iterations_} IRLS iterations, "
-        f"{'converged' if result.converged_ else 'NOT converged'}"
+        f"deviance {fit['deviance']:.4f}, log-likelihood {fit['logLikelihood']:.4f}, AIC "
+        f"{fit['aic']:.4f}, scale {fit['scale']:.4g}; {fit['iterations']} IRLS iterations, "
+        f"{'converged' if fit['converged'] else 'NOT converged'}"
     )
 
 
-def _cell(column: str, value: float) -> str:
+def _cell(column: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
     if column == "p":
         return "<0.0001" if value < 1e-4 else f"{value:.4f}"
     return f"{value:.4f}"

@@ -57,6 +57,7 @@ class SiteCommand:
     ca: Path | None  # None: --insecure
     key: Path | None = None  # the site's private key, when the server authenticates sites
     data: Path | None = None  # the site's own file, instead of the spec's source
+    policy: Path | None = None  # the site's own policy file (disclosure limits)
     max_wait_s: float | None = None  # give up connecting after this long
     # True: medfl's SuperNode wrapper and its warm executor (medfl.fl.site_executor);
     # False: Flower's stock SuperNode, a new ClientApp process per message (slow)
@@ -66,6 +67,8 @@ class SiteCommand:
         config = f'site="{self.site}"'
         if self.data is not None:
             config += f' data="{self.data.resolve()}"'
+        if self.policy is not None:
+            config += f' policy="{self.policy.resolve()}"'
         if self.warm:
             argv = [sys.executable, "-m", "medfl.fl.supernode", "--isolation", "process"]
         else:

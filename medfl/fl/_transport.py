@@ -17,13 +17,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from medfl.data import Preprocessor
+from medfl.data import Preprocessor, SiteSummary
 from medfl.errors import MedflError, TrainingError
 from medfl.fl import _wire as wire
 from medfl.spec import Experiment
+from medfl.stats import GlmTerms
+from medfl.stats._site import GlmPlan, GlmStart
 from medfl.training import LocalUpdate, Metrics, Params, SiteFailure, SiteHello
 from medfl.training._site import SplitName
 
@@ -86,11 +89,20 @@ class GridTransport:
     # --- Transport ------------------------------------------------------------
 
     def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]:
+        answers = self._first_contact(wire.HELLO, wire.hello_of, sites)
+        self.greeted = [s for s, a in answers.items() if isinstance(a, SiteHello)]
+        return answers
+
+    def _first_contact(
+        self, message_type: str, read: Callable[[RecordDict], T], sites: list[str]
+    ) -> dict[str, T | Exception]:
+        """Ask every node Flower has; each reply names its site, which maps node ids to
+        site names for the rest of the run."""
         nodes = self._wait_for_nodes(len(self.experiment.sites))
         requests = {node: RecordDict() for node in nodes}
-        replies, unanswered = self._exchange(wire.HELLO, requests, self.timeouts.startup)
+        replies, unanswered = self._exchange(message_type, requests, self.timeouts.startup)
         reasons = list(unanswered.values())
-        answers: dict[str, SiteHello | Exception] = {}
+        answers: dict[str, T | Exception] = {}
         expected = {s.name for s in self.experiment.sites}
         for node, message in replies.items():
             site = wire.site_of(message.content) if message.has_content() else None
@@ -98,9 +110,8 @@ class GridTransport:
                 reasons.append(_unattributed(site, message))
                 continue
             self.nodes[site] = node
-            answers[site] = _decode(site, message, wire.hello_of)
-        self.greeted = [s for s, a in answers.items() if isinstance(a, SiteHello)]
-        return {s: answers.get(s) or self._missing(s, reasons) for s in sites}
+            answers[site] = _decode(site, message, read)
+        return {s: answers[s] if s in answers else self._missing(s, reasons) for s in sites}
 
     def _missing(self, site: str, reasons: list[str]) -> SiteFailure:
         """A site that never answered hello: what its supervisor reported, else why
@@ -145,6 +156,20 @@ class GridTransport:
     ) -> dict[str, tuple[Metrics, int] | Exception]:
         answers = self._ask(sites, wire.PERSONALIZE, lambda: wire.request(params))
         return {s: _decoded(s, a, wire.evaluation_of) for s, a in answers.items()}
+
+    # --- StatsTransport: a federated GLM ----------------------------------------
+
+    def glm_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]:
+        return self._first_contact(wire.GLM_HELLO, wire.summary_of, sites)
+
+    def glm_prepare(self, plan: GlmPlan) -> dict[str, GlmStart | Exception]:
+        answers = self._ask(plan.sites, wire.GLM_PREPARE, lambda: wire.glm_plan_request(plan))
+        return {s: _decoded(s, a, wire.glm_start_of) for s, a in answers.items()}
+
+    def glm_terms(self, beta: np.ndarray | None, mean_y: float) -> dict[str, GlmTerms | Exception]:
+        sites = [s.name for s in self.experiment.sites]
+        answers = self._ask(sites, wire.GLM_TERMS, lambda: wire.glm_terms_request(beta, mean_y))
+        return {s: _decoded(s, a, wire.glm_terms_of) for s, a in answers.items()}
 
     # --- messages -------------------------------------------------------------
 

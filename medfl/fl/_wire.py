@@ -15,6 +15,8 @@ from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, MetricRecord
 
 from medfl.data import Preprocessor, SiteReport, SiteSummary
 from medfl.errors import DataError, MedflError, TrainingError
+from medfl.stats import GlmTerms
+from medfl.stats._site import DisclosureRefusal, GlmPlan, GlmStart
 from medfl.training import EmptySiteError, LocalUpdate, Metrics, Params, SiteFailure, SiteHello
 
 # Message types: Flower routes "<category>.<action>" to the handler registered for it.
@@ -23,6 +25,9 @@ CONFIGURE = "query.configure"
 FIT = "train"
 EVALUATE = "evaluate"
 PERSONALIZE = "query.personalize"
+GLM_HELLO = "query.glm_hello"
+GLM_PREPARE = "query.glm_prepare"
+GLM_TERMS = "query.glm_terms"
 
 _SITE = "medfl"  # ConfigRecord in every reply: which site answered
 _ERROR = "error"  # ConfigRecord in a reply whose site raised
@@ -33,6 +38,7 @@ _CONFIG = "config"
 _SITE_ERRORS: dict[str, type[DataError]] = {
     "EmptySiteError": EmptySiteError,
     "DataError": DataError,
+    "DisclosureRefusal": DisclosureRefusal,
 }
 
 
@@ -135,6 +141,77 @@ def evaluation_of(content: RecordDict) -> tuple[Metrics, int]:
     names = json.loads(str(info["metric-names"]))
     metrics: Metrics = {n: float(defined[n]) if n in defined else None for n in names}  # type: ignore[arg-type]
     return metrics, int(info["num-examples"])  # type: ignore[arg-type]
+
+
+# --- federated GLM ------------------------------------------------------------
+
+
+def summary_reply(site: str, summary: SiteSummary) -> RecordDict:
+    return reply(site, summary=ConfigRecord({"json": summary.to_json()}))
+
+
+def summary_of(content: RecordDict) -> SiteSummary:
+    return SiteSummary.from_json(str(content.config_records["summary"]["json"]))
+
+
+def glm_plan_request(plan: GlmPlan) -> RecordDict:
+    text = json.dumps({"vocabulary": plan.vocabulary, "sites": plan.sites})
+    return request(plan=text)
+
+
+def glm_plan_of(content: RecordDict) -> GlmPlan:
+    d = json.loads(str(config_of(content)["plan"]))
+    return GlmPlan(d["vocabulary"], d["sites"])
+
+
+def glm_start_reply(site: str, start: GlmStart) -> RecordDict:
+    fields: dict[str, ConfigRecordValues] = {"rows": start.rows}
+    if start.outcome_sum is not None:
+        fields["outcome-sum"] = start.outcome_sum
+    return reply(site, start=ConfigRecord(fields))
+
+
+def glm_start_of(content: RecordDict) -> GlmStart:
+    record = content.config_records["start"]
+    total = record.get("outcome-sum")
+    return GlmStart(int(record["rows"]), None if total is None else float(total))  # type: ignore[arg-type]
+
+
+def glm_terms_request(beta: np.ndarray | None, mean_y: float) -> RecordDict:
+    """``beta`` None: the starting step (no coefficients yet)."""
+    return request(None if beta is None else [beta], **{"mean-y": repr(float(mean_y))})
+
+
+def glm_terms_args(content: RecordDict) -> tuple[np.ndarray | None, float]:
+    beta = params_of(content)[0] if _PARAMS in content.array_records else None
+    return beta, float(str(config_of(content)["mean-y"]))
+
+
+def glm_terms_reply(site: str, terms: GlmTerms) -> RecordDict:
+    sums = ConfigRecord(
+        {
+            "deviance": repr(terms.deviance),
+            "pearson": repr(terms.pearson),
+            "loglik": repr(terms.loglik),
+            "n": terms.n,
+            "edge": terms.edge,
+        }
+    )
+    return reply(site, params=params_record([terms.xtwx, terms.xtwz]), sums=sums)
+
+
+def glm_terms_of(content: RecordDict) -> GlmTerms:
+    xtwx, xtwz = params_of(content)
+    sums = content.config_records["sums"]
+    return GlmTerms(
+        xtwx,
+        xtwz,
+        deviance=float(str(sums["deviance"])),
+        pearson=float(str(sums["pearson"])),
+        loglik=float(str(sums["loglik"])),
+        n=int(sums["n"]),  # type: ignore[arg-type]
+        edge=int(sums["edge"]),  # type: ignore[arg-type]
+    )
 
 
 # --- errors -------------------------------------------------------------------

@@ -20,7 +20,7 @@ from medfl.deploy import lost_sites
 from medfl.fl._client_app import RUN_CONFIG_KEY, make_client_app
 from medfl.fl._quick import quick_object_pulls
 from medfl.fl._server_app import ServerSession
-from medfl.fl._transport import Timeouts
+from medfl.fl._transport import GridTransport, Timeouts
 from medfl.results import RunStore, write_outputs
 from medfl.results._store import SPEC_FILE
 from medfl.spec import Experiment, parse_experiment
@@ -39,6 +39,7 @@ class DeployedRun:
     resume: bool
     timeouts: Timeouts
     write_outputs: bool  # model, plots, report; off when the submitter writes them
+    job: str = "train"  # or "glm": a federated GLM instead of training
 
     @classmethod
     def from_context(cls, context: Context) -> DeployedRun:
@@ -51,6 +52,7 @@ class DeployedRun:
             out=Path(str(config["medfl-out"]) or "runs/deployed"),
             resume=bool(config.get("medfl-resume", False)),
             write_outputs=bool(config.get("medfl-write-outputs", True)),
+            job=str(config.get("medfl-job", "train")),
             timeouts=Timeouts(
                 startup=float(config.get("medfl-startup-timeout", 180.0)),  # type: ignore[arg-type]
                 reply=float(config.get("medfl-reply-timeout", 600.0)),  # type: ignore[arg-type]
@@ -72,6 +74,9 @@ def _main(grid: Grid, context: Context) -> None:
     store = RunStore(run.out)
     if not (run.out / SPEC_FILE).exists():
         store.create(run.experiment)
+    if run.job == "glm":
+        _fit_glm(grid, run, store)
+        return
     session = ServerSession(
         run.experiment,
         store,
@@ -89,3 +94,27 @@ def _main(grid: Grid, context: Context) -> None:
     if run.write_outputs:
         write_outputs(store, run.experiment)
     session.outcome()  # a failed run ends failed in Flower too (result.json says why)
+
+
+def _fit_glm(grid: Grid, run: DeployedRun, store: RunStore) -> None:
+    """The experiment's GLM over the sites' Flower nodes: glm.json, and result.json
+    saying how it ended (the submitter follows that)."""
+    from medfl.errors import MedflError
+    from medfl.results import RunResult
+    from medfl.stats import glm_dict
+    from medfl.stats._federated import GLM_FILE, fit_glm
+
+    result = RunResult(name=run.experiment.name, engine="local")
+    store.save_result(result)
+    transport = GridTransport(grid, run.experiment, run.timeouts, lost=lambda: lost_sites(run.out))
+    try:
+        fit = fit_glm(run.experiment, transport)
+        (run.out / GLM_FILE).write_text(json.dumps(glm_dict(fit), indent=2))
+        result.status = "succeeded"
+    except MedflError as exc:
+        result.status, result.error, result.error_kind = "failed", str(exc), type(exc).__name__
+        raise
+    finally:
+        if result.status == "running":
+            result.status, result.error, result.error_kind = "failed", "interrupted", "internal"
+        store.save_result(result)

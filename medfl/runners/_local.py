@@ -58,6 +58,7 @@ class LocalBackend:
     startup_timeout_s: float = 180.0  # processes start, sites connect and read their data
     round_timeout_s: float = 600.0  # any later request, a round's training included
     warm_sites: bool = True  # False: Flower's stock per-message ClientApp processes (bench)
+    site_policies: tuple[tuple[str, Path], ...] = ()  # (site, its policy file)
     name: str = "local"
 
 
@@ -105,6 +106,7 @@ class _Deployment:
                 key.private if key else None,
                 max_wait_s=self.backend.startup_timeout_s,
                 warm=self.backend.warm_sites,
+                policy=dict(self.backend.site_policies).get(site.name),
             )
             self.supervisor.start_site(command)
         return cli
@@ -119,11 +121,11 @@ class _Deployment:
                 call.result()  # raises the first failure
         return keys
 
-    def submit(self, cli: FlowerCli, resume: bool) -> int:
+    def submit(self, cli: FlowerCli, resume: bool, job: str) -> int:
         timeouts = (self.backend.startup_timeout_s, self.backend.round_timeout_s)
         # medfl.run writes the report itself, so the ServerApp is done once result.json ends
         return submit_run(
-            cli, self.experiment, self.store.path, resume, timeouts, self.secrets, outputs=False
+            cli, self.experiment, self.store.path, resume, timeouts, self.secrets, False, job
         )
 
 
@@ -135,9 +137,10 @@ def submit_run(
     timeouts: tuple[float, float],
     scratch: Path,
     outputs: bool = True,
+    job: str = "train",
 ) -> int:
     """Submit medfl's Flower app for ``experiment``; its ServerApp writes ``out`` (a
-    path on the server's machine). Returns Flower's run id."""
+    path on the server's machine). ``job``: train, or glm. Returns Flower's run id."""
     config = write_run_config(
         scratch / "run-config.toml",
         {
@@ -147,6 +150,7 @@ def submit_run(
             "medfl-startup-timeout": float(timeouts[0]),
             "medfl-reply-timeout": float(timeouts[1]),
             "medfl-write-outputs": outputs,
+            "medfl-job": job,
         },
     )
     return cli.submit(config)
@@ -222,6 +226,14 @@ def _fail(store: RunStore, experiment: Experiment, error: BaseException) -> None
     store.save_result(result)
 
 
+def _still_running(store: RunStore) -> bool:
+    """No result.json yet counts as running: the ServerApp ended before it began."""
+    try:
+        return store.load_result().status == "running"
+    except MedflError:
+        return True
+
+
 def _mark_running(store: RunStore) -> None:
     result = store.load_result()
     result.status, result.error, result.error_kind = "running", None, None
@@ -234,9 +246,11 @@ def run_local(
     store: RunStore,
     resume: bool,
     progress: Callable[[RoundRecord], None] | None,
+    job: str = "train",
 ) -> RunResult:
     """Deploy, run and tear down; the RunResult the ServerApp wrote. A failed run
-    raises its error as the type it was raised as (DataError, TrainingError)."""
+    raises its error as the type it was raised as (DataError, TrainingError).
+    ``job`` glm: the ServerApp fits the experiment's GLM and writes glm.json."""
     done = len(store.load_result().rounds) if resume else 0
     if resume:
         _mark_running(store)  # the ServerApp's end is seen as result.json's status change
@@ -246,12 +260,12 @@ def run_local(
         cli, run_id = None, None
         try:
             cli = deployment.start()
-            run_id = deployment.submit(cli, resume)
+            run_id = deployment.submit(cli, resume, job)
             lost = _LostSites(store.path)
             status = follow(
                 store, cli, run_id, progress, done, lambda: _notice_exits(supervisor, lost), True
             )
-            if store.load_result().status == "running":
+            if _still_running(store):
                 raise TrainingError(f"Flower ended the run before it finished ({status})")
         except BaseException as exc:
             if cli is not None and run_id is not None:

@@ -10,7 +10,15 @@ of this may be released about a site.
 """
 
 from medfl.stats._formula import Formula, design_matrix, design_names, parse_formula
-from medfl.stats._glm import Family, GlmResult, GlmTerms, SingularDesignError, fit, site_terms
+from medfl.stats._glm import (
+    Family,
+    GlmResult,
+    GlmTerms,
+    SingularDesignError,
+    fit,
+    glm_dict,
+    site_terms,
+)
 
 __all__ = [
     "Family",
@@ -21,6 +29,7 @@ __all__ = [
     "design_matrix",
     "design_names",
     "fit",
+    "glm_dict",
     "parse_formula",
     "site_terms",
 ]

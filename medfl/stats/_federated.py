@@ -20,6 +20,7 @@ from medfl.stats._glm import GlmResult, GlmTerms, SingularDesignError, fit
 from medfl.stats._site import GlmPlan, GlmSite, GlmStart, glm_formula, glm_names
 
 T = TypeVar("T")
+GLM_FILE = "glm.json"  # a deployed fit's output, in its run directory
 
 
 class StatsTransport(Protocol):

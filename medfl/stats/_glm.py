@@ -210,6 +210,31 @@ class GlmResult:
         return table
 
 
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else float(value)
+
+
+def glm_dict(result: GlmResult) -> dict[str, object]:
+    """The fit as JSON would hold it (camelCase; undefined numbers as null)."""
+    table = result.summary
+    rows = [
+        {"term": name, **{c: _number(v) for c, v in zip(table.columns, row, strict=True)}}
+        for name, row in zip(result.names, table.to_numpy(dtype=float), strict=True)
+    ]
+    return {
+        "family": result.family,
+        "coefficients": rows,
+        "deviance": result.deviance_,
+        "logLikelihood": result.loglik_,
+        "aic": result.aic_,
+        "scale": result.scale_,
+        "observations": result.nobs_,
+        "iterations": result.iterations_,
+        "converged": result.converged_,
+        "warnings": result.warnings_,
+    }
+
+
 Ask = Callable[[np.ndarray | None], GlmTerms]
 
 

@@ -191,6 +191,7 @@ class LoopbackGrid:
             elif node not in self.silent:
                 if self.forgetful:
                     _client_app._SITES.clear()
+                    _client_app._GLMS.clear()
                 self.replies[message.metadata.message_id] = self.app(message, self.contexts[node])
             ids.append(message.metadata.message_id)
         return ids
@@ -452,3 +453,52 @@ def test_transfer_run_on_flowers_simulation_engine_equals_the_fast_engine(
     flower = _run(experiment, FlowerEngine(num_cpus=2), tmp_path / "flower")
 
     _assert_same_run(flower, fast)
+
+
+# --- a federated GLM over Flower messages ------------------------------------
+
+
+def _glm_experiment(tmp_path: Path) -> Experiment:
+    from tests.helpers import deep_merge, make_sites
+
+    doc = make_sites(tmp_path, (80, 60, 70))
+    return parse_experiment(
+        deep_merge(
+            doc, {"glm": {"formula": "outcome ~ age + bp + sex + C(smoker)", "siteEffect": True}}
+        )
+    )
+
+
+@pytest.mark.parametrize("forgetful", [False, True], ids=["kept-workers", "fresh-processes"])
+def test_glm_over_messages_equals_the_in_process_fit_exactly(
+    tmp_path: Path, forgetful: bool
+) -> None:
+    from medfl.stats import glm_dict
+    from medfl.stats._federated import InProcessStats, fit_glm
+
+    experiment = _glm_experiment(tmp_path)
+    grid = LoopbackGrid(experiment, forgetful=forgetful)
+
+    over_flower = fit_glm(experiment, GridTransport(grid, experiment))  # type: ignore[arg-type]
+    in_process = fit_glm(experiment, InProcessStats(experiment))
+
+    assert glm_dict(over_flower) == glm_dict(in_process)  # exact: no tolerance
+
+
+def test_glm_site_whose_policy_file_refuses_is_named_over_messages(tmp_path: Path) -> None:
+    from medfl.stats._federated import fit_glm
+
+    experiment = _glm_experiment(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("disclosure: {minRows: 1000}\n")
+    grid = LoopbackGrid(experiment)
+    node = next(n for n, c in grid.contexts.items() if c.node_config["partition-id"] == 1)
+    grid.contexts[node].node_config["policy"] = str(policy)
+    _client_app._GLMS.clear()
+
+    with pytest.raises(DataError) as err:
+        fit_glm(experiment, GridTransport(grid, experiment))  # type: ignore[arg-type]
+
+    assert str(err.value) == (
+        "site 'site-b' refuses the GLM: 60 usable row(s), fewer than its policy's minimum of 1000"
+    )
