@@ -24,13 +24,21 @@ class SpecError(MedflError):
 
     exit_code = 3
 
+    what = "experiment spec"
+
     def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
         self.problems = problems
         self.source = source
         where = f" in {source}" if source else ""
-        lines = [f"invalid experiment spec{where}:"]
+        lines = [f"invalid {self.what}{where}:"]
         lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
         super().__init__("\n".join(lines))
+
+
+class PolicyError(SpecError):
+    """A site's policy file is invalid."""
+
+    what = "site policy"
 
 
 class DataError(MedflError):

@@ -55,6 +55,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     site.add_argument("--name", required=True, help="the site's name in the experiment")
     site.add_argument("--server", required=True, metavar="HOST:PORT")
     site.add_argument("--data", type=Path, help="this site's CSV or Parquet file")
+    site.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="this site's own policy (YAML: disclosure limits it enforces); default limits",
+    )
     _security(site, "DIR holding ca.pem and NAME.key (from medfl certs)")
     site.add_argument("--port", type=int, default=9094, help="the site's local Flower API port")
     _add_log_dir(site)
@@ -305,7 +311,11 @@ def cmd_site(args: argparse.Namespace) -> int:
         key = _site_key(args.tls_dir, args.name)
     if args.data is not None and not args.data.is_file():
         raise UsageError(f"--data {args.data}: no such file")
-    command = SiteCommand(args.name, args.server, args.port, ca, key, args.data)
+    if args.policy is not None:
+        from medfl.spec._policy import load_policy
+
+        load_policy(args.policy)  # a mistake in it is said now, not at the first request
+    command = SiteCommand(args.name, args.server, args.port, ca, key, args.data, args.policy)
     with tempfile.TemporaryDirectory(prefix="medfl-site-") as home:
         supervisor = Supervisor(_log_dir(args), flower_env(Path(home) / "flwr"))
         role = supervisor.start_site(command)

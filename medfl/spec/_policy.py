@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError
 
-from medfl.errors import SpecError
+from medfl.errors import PolicyError
 from medfl.spec._models import SpecModel
 
 
@@ -57,10 +57,10 @@ def load_policy(path: str | Path) -> SitePolicy:
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
     except OSError as exc:
-        raise SpecError([("", f"cannot read the policy file: {exc.strerror}")], str(path)) from None
+        raise PolicyError([("", f"cannot read the policy file: {exc.strerror}")], str(path)) from None
     except yaml.YAMLError:
-        raise SpecError([("", "not valid YAML")], str(path)) from None
+        raise PolicyError([("", "not valid YAML")], str(path)) from None
     try:
         return SitePolicy.model_validate(doc)
     except ValidationError as err:
-        raise SpecError(_problems(err, ""), str(path)) from None
+        raise PolicyError(_problems(err, ""), str(path)) from None

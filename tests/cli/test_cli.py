@@ -329,3 +329,21 @@ def test_predict_warns_when_the_sites_kept_layers_of_their_own(spec_file, tmp_pa
         "medfl: warning: in this run each site kept its own output.weight, output.bias "
         "(personalization); model.pt holds them as they were at round 0"
     )
+
+
+def test_glm_prints_the_fit_and_takes_formula_and_family_overrides(spec_file, capsys):
+    assert main(["glm", str(spec_file), "--formula", "age ~ smoker", "--family", "gaussian",
+                 "--json"]) == 0  # fmt: skip
+
+    fit = json.loads(capsys.readouterr().out)
+    assert (fit["family"], fit["formula"]) == ("gaussian", "age ~ smoker")
+    assert [c["term"] for c in fit["coefficients"]] == ["Intercept", "smoker[T.yes]"]
+    assert fit["observations"] == 240 and fit["converged"]
+
+
+def test_glm_site_policy_must_name_a_site(spec_file, capsys):
+    assert main(["glm", str(spec_file), "--site-policy", "nowhere=p.yaml"]) == 2
+
+    assert "--site-policy 'nowhere=p.yaml': expected SITE=FILE with SITE one of" in (
+        capsys.readouterr().err
+    )

@@ -107,3 +107,15 @@ def test_submit_refuses_a_folder_that_holds_a_run(spec, tmp_path, capsys):
     assert _error(argv, capsys).endswith(
         f"medfl: error: {tmp_path / 'run'} already holds a run: choose another --out folder"
     )
+
+
+def test_site_with_a_bad_policy_file_is_refused_before_starting(tmp_path, capsys):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("disclosure: {minCellCount: -1}\n")
+    argv = ["site", "--name", "a", "--server", "127.0.0.1:1", "--insecure", "--policy", str(policy)]
+
+    assert main(argv) == 3
+
+    err = capsys.readouterr().err
+    assert f"medfl: error: invalid site policy in {policy}:" in err
+    assert "disclosure.minCellCount: Input should be greater than or equal to 1" in err

@@ -9,6 +9,7 @@ records and model are bit-for-bit the fast engine's (compared with ==).
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -226,3 +227,20 @@ def test_interrupted_run_stops_every_process_and_resumes_to_the_simulations_resu
     assert resumed.result.status == "succeeded" and len(resumed.result.rounds) == 4
     assert read_result(resumed.run_dir)["final"] == read_result(simulated.run_dir)["final"]
     assert_same_arrays(model_arrays(resumed.run_dir), model_arrays(simulated.run_dir))
+
+
+def test_glm_over_the_deployment_equals_the_in_process_fit(tmp_path: Path):
+    from medfl.results import RunStore
+    from medfl.runners._local import run_local
+    from medfl.stats import glm_dict
+    from medfl.stats._federated import GLM_FILE, InProcessStats, fit_glm
+
+    experiment = _toy(tmp_path, glm={"formula": "outcome ~ age + bp + C(smoker)"})
+    store = RunStore(tmp_path / "glm")
+    store.create(experiment)
+
+    result = run_local(experiment, LocalBackend(), store, False, None, job="glm")
+
+    assert result.status == "succeeded"
+    deployed = json.loads((store.path / GLM_FILE).read_text())
+    assert deployed == glm_dict(fit_glm(experiment, InProcessStats(experiment)))
