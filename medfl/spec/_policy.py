@@ -57,7 +57,9 @@ def load_policy(path: str | Path) -> SitePolicy:
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
     except OSError as exc:
-        raise PolicyError([("", f"cannot read the policy file: {exc.strerror}")], str(path)) from None
+        raise PolicyError(
+            [("", f"cannot read the policy file: {exc.strerror}")], str(path)
+        ) from None
     except yaml.YAMLError:
         raise PolicyError([("", "not valid YAML")], str(path)) from None
     try:
