@@ -21,7 +21,7 @@ from medfl.errors import SpecError
 from medfl.fl import _wire as wire
 from medfl.spec import Experiment, parse_experiment, with_site_data
 from medfl.spec._policy import load_policy
-from medfl.stats._site import GlmSite
+from medfl.stats._site import StatsSite
 from medfl.training import SiteWorker
 
 RUN_CONFIG_KEY = "medfl-experiment"  # where a deployed run carries the spec (JSON)
@@ -165,49 +165,51 @@ def _personalize(name: str, site: _Site, content: RecordDict, context: Context) 
     return wire.evaluation_reply(name, metrics, n)
 
 
-# --- a federated GLM: the site's GlmSite, rebuilt from the node's state when needed -----
+# --- a federated GLM: the site's StatsSite, rebuilt from the node's state when needed -----
 
-_GLMS: dict[tuple[int, str, str], GlmSite] = {}
+_STATS_SITES: dict[tuple[int, str, str], StatsSite] = {}
 _GLM_PLAN = "medfl-glm-plan"  # the plan the server sent, for a process that never saw it
 
 
-def _glm_site(spec_text: str, context: Context) -> tuple[str, GlmSite]:
+def _stats_site(spec_text: str, context: Context) -> tuple[str, StatsSite]:
     digest, experiment = _experiment(spec_text)
     name = _site_name(experiment, context)
     key = (context.run_id, digest, name)
-    if key not in _GLMS:
-        for old in [k for k in _GLMS if k[:2] != key[:2]]:
-            del _GLMS[old]
+    if key not in _STATS_SITES:
+        for old in [k for k in _STATS_SITES if k[:2] != key[:2]]:
+            del _STATS_SITES[old]
         local = context.node_config.get("data")
         if local:
             experiment = with_site_data(experiment, name, str(local))
         policy = context.node_config.get("policy")  # the site's own file (medfl site --policy)
-        _GLMS[key] = GlmSite(experiment, name, load_policy(str(policy)) if policy else None)
-    return name, _GLMS[key]
+        _STATS_SITES[key] = StatsSite(
+            experiment, name, load_policy(str(policy)) if policy else None
+        )
+    return name, _STATS_SITES[key]
 
 
-def _glm_answer(spec_text: str, message: Message, context: Context, handle: Callable) -> Message:  # type: ignore[type-arg]
+def _stats_answer(spec_text: str, message: Message, context: Context, handle: Callable) -> Message:  # type: ignore[type-arg]
     name = f"partition {context.node_config.get('partition-id')}"
     try:
-        name, site = _glm_site(spec_text, context)
+        name, site = _stats_site(spec_text, context)
         content = handle(name, site, message.content, context)
     except Exception as exc:  # the server names the site and its reason
         content = wire.error_reply(name, exc)
     return Message(content, reply_to=message)
 
 
-def _glm_hello(name: str, site: GlmSite, _: RecordDict, context: Context) -> RecordDict:
+def _stats_hello(name: str, site: StatsSite, _: RecordDict, context: Context) -> RecordDict:
     return wire.summary_reply(name, site.hello())
 
 
-def _glm_prepare(name: str, site: GlmSite, content: RecordDict, context: Context) -> RecordDict:
+def _glm_prepare(name: str, site: StatsSite, content: RecordDict, context: Context) -> RecordDict:
     plan = wire.glm_plan_of(content)
     start = site.prepare(plan)  # refuses, naming the limit, before anything is kept
     context.state[_GLM_PLAN] = ConfigRecord({"plan": str(wire.config_of(content)["plan"])})
     return wire.glm_start_reply(name, start)
 
 
-def _glm_terms(name: str, site: GlmSite, content: RecordDict, context: Context) -> RecordDict:
+def _glm_terms(name: str, site: StatsSite, content: RecordDict, context: Context) -> RecordDict:
     if not site.prepared:
         record = context.state.config_records.get(_GLM_PLAN)
         if record is None:
@@ -237,17 +239,17 @@ def make_client_app(spec_text: str | None = None) -> ClientApp:
     def personalize(message: Message, context: Context) -> Message:
         return _answer(spec(context), message, context, _personalize)
 
-    @app.query("glm_hello")
-    def glm_hello(message: Message, context: Context) -> Message:
-        return _glm_answer(spec(context), message, context, _glm_hello)
+    @app.query("stats_hello")
+    def stats_hello(message: Message, context: Context) -> Message:
+        return _stats_answer(spec(context), message, context, _stats_hello)
 
     @app.query("glm_prepare")
     def glm_prepare(message: Message, context: Context) -> Message:
-        return _glm_answer(spec(context), message, context, _glm_prepare)
+        return _stats_answer(spec(context), message, context, _glm_prepare)
 
     @app.query("glm_terms")
     def glm_terms(message: Message, context: Context) -> Message:
-        return _glm_answer(spec(context), message, context, _glm_terms)
+        return _stats_answer(spec(context), message, context, _glm_terms)
 
     @app.train()
     def train(message: Message, context: Context) -> Message:

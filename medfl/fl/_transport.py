@@ -159,8 +159,8 @@ class GridTransport:
 
     # --- StatsTransport: a federated GLM ----------------------------------------
 
-    def glm_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]:
-        return self._first_contact(wire.GLM_HELLO, wire.summary_of, sites)
+    def stats_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]:
+        return self._first_contact(wire.STATS_HELLO, wire.summary_of, sites)
 
     def glm_prepare(self, plan: GlmPlan) -> dict[str, GlmStart | Exception]:
         answers = self._ask(plan.sites, wire.GLM_PREPARE, lambda: wire.glm_plan_request(plan))

@@ -25,7 +25,7 @@ CONFIGURE = "query.configure"
 FIT = "train"
 EVALUATE = "evaluate"
 PERSONALIZE = "query.personalize"
-GLM_HELLO = "query.glm_hello"
+STATS_HELLO = "query.stats_hello"
 GLM_PREPARE = "query.glm_prepare"
 GLM_TERMS = "query.glm_terms"
 

@@ -1,17 +1,18 @@
-"""Federated descriptive statistics from per-site sums (internal; no disclosure guards
-yet, so nothing here is released to users).
+"""Federated descriptive statistics from per-site sums.
 
 A site sends, per numeric column, its count, missing count, mean and sum of squared
 deviations (M2), min and max, and counts on shared bin edges; per categorical column
 the count of each level; for chosen numeric columns, the co-moment matrix of its
 complete rows. The server combines them with Chan et al.'s parallel update, which
 keeps the federation's mean, variance and covariance equal to the pooled ones to
-rounding (no sum-of-squares cancellation).
+rounding (no sum-of-squares cancellation). What a site's policy suppresses is None
+here and left out of the sums (``medfl.stats._guard``); ``suppressed`` says what.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,25 +50,32 @@ class Moments:
 
 @dataclass
 class NumericSummary:
-    moments: Moments
+    moments: Moments | None  # None: suppressed
     missing: int
     minimum: float | None
     maximum: float | None
-    histogram: list[int] = field(default_factory=list)  # counts between the shared edges
+    histogram: list[int | None] = field(default_factory=list)  # counts between shared edges
 
     def __add__(self, other: NumericSummary) -> NumericSummary:
+        mine, theirs = self.moments, other.moments
+        moments = mine + theirs if mine and theirs else mine or theirs
         return NumericSummary(
-            self.moments + other.moments,
+            moments,
             self.missing + other.missing,
             _pick(min, self.minimum, other.minimum),
             _pick(max, self.maximum, other.maximum),
-            [a + b for a, b in zip(self.histogram, other.histogram, strict=True)],
+            [_plus(a, b) for a, b in zip(self.histogram, other.histogram, strict=True)],
         )
 
     @property
     def sd(self) -> float | None:
-        var = self.moments.variance
+        var = self.moments.variance if self.moments else None
         return None if var is None else float(np.sqrt(var))
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    """A sum of released cells; a cell suppressed everywhere stays suppressed."""
+    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 def _pick(choose, a: float | None, b: float | None) -> float | None:  # type: ignore[no-untyped-def]
@@ -110,24 +118,64 @@ class Description:
 
     rows: int
     numeric: dict[str, NumericSummary]
-    levels: dict[str, dict[str, int]]
+    levels: dict[str, dict[str, int | None]]
     comoments: CoMoments | None = None
+    suppressed: list[str] = field(default_factory=list)  # what the sites withheld, and why
 
     def __add__(self, other: Description) -> Description:
         levels = {
             column: {
-                k: self.levels[column].get(k, 0) + other.levels[column].get(k, 0)
+                k: _plus(self.levels[column].get(k), other.levels[column].get(k))
                 for k in sorted(set(self.levels[column]) | set(other.levels[column]))
             }
             for column in self.levels
         }
-        both = self.comoments is not None and other.comoments is not None
+        mine, theirs = self.comoments, other.comoments
         return Description(
             self.rows + other.rows,
             {c: self.numeric[c] + other.numeric[c] for c in self.numeric},
             levels,
-            self.comoments + other.comoments if both else None,  # type: ignore[operator]
+            mine + theirs if mine and theirs else mine or theirs,
+            self.suppressed + other.suppressed,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, floats exact (JSON keeps a float's repr)."""
+        return {
+            "rows": self.rows,
+            "numeric": {c: _numeric_dict(n) for c, n in self.numeric.items()},
+            "levels": self.levels,
+            "comoments": None if self.comoments is None else {
+                "columns": self.comoments.columns, "n": self.comoments.n,
+                "mean": self.comoments.mean.tolist(), "c": self.comoments.c.tolist(),
+            },
+            "suppressed": self.suppressed,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Description:
+        co = d["comoments"]
+        comoments = None
+        if co is not None:
+            mean, c = np.array(co["mean"], dtype=float), np.array(co["c"], dtype=float)
+            comoments = CoMoments(co["columns"], co["n"], mean, c)
+        numeric = {c: _numeric_of(v) for c, v in d["numeric"].items()}
+        return cls(d["rows"], numeric, d["levels"], comoments, list(d["suppressed"]))
+
+
+def _numeric_dict(n: NumericSummary) -> dict[str, Any]:
+    m = n.moments
+    return {
+        "moments": None if m is None else [m.n, m.mean, m.m2],
+        "missing": n.missing, "minimum": n.minimum, "maximum": n.maximum,
+        "histogram": n.histogram,
+    }  # fmt: skip
+
+
+def _numeric_of(d: dict[str, Any]) -> NumericSummary:
+    m = d["moments"]
+    moments = None if m is None else Moments(int(m[0]), float(m[1]), float(m[2]))
+    return NumericSummary(moments, d["missing"], d["minimum"], d["maximum"], d["histogram"])
 
 
 def describe(
@@ -152,14 +200,14 @@ def describe(
             float(present.max()) if len(present) else None,
             histogram,
         )
-    levels = {
+    levels: dict[str, dict[str, int | None]] = {
         column: {str(k): int(v) for k, v in frame[column].value_counts(dropna=True).items()}
         for column in categorical
     }
     return Description(len(frame), summaries, levels, _comoments(frame, cross) if cross else None)
 
 
-def _histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
+def _histogram(values: np.ndarray, edges: np.ndarray) -> list[int | None]:
     clipped = np.clip(values, edges[0], edges[-1])
     return [int(c) for c in np.histogram(clipped, bins=edges)[0]]
 
@@ -174,18 +222,24 @@ def _comoments(frame: pd.DataFrame, columns: list[str]) -> CoMoments:
 
 
 def shared_edges(summary: NumericSummary, bins: int = 20) -> np.ndarray:
-    """Equal-width edges over the federation's range."""
+    """Equal-width edges over the federation's range where min and max are released,
+    else over its mean ± 4 standard deviations (values beyond count in the end bins)."""
     low, high = summary.minimum, summary.maximum
     if low is None or high is None:
-        return np.array([0.0, 1.0])
+        moments, sd = summary.moments, summary.sd
+        if moments is None or not sd:
+            return np.array([0.0, 1.0])
+        low, high = moments.mean - 4 * sd, moments.mean + 4 * sd
     if low == high:
         return np.array([low - 0.5, high + 0.5])
     return np.linspace(low, high, bins + 1)
 
 
-def quantile(histogram: list[int], edges: np.ndarray, q: float) -> float | None:
+def quantile(histogram: list[int | None], edges: np.ndarray, q: float) -> float | None:
     """The q-quantile from binned counts, linear within the bin (an approximation whose
-    error is at most one bin width)."""
+    error is at most one bin width); None where a bin was suppressed."""
+    if any(c is None for c in histogram):
+        return None
     counts = np.asarray(histogram, dtype=float)
     total = counts.sum()
     if total == 0:

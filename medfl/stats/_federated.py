@@ -17,7 +17,7 @@ from medfl.errors import DataError, MedflError
 from medfl.spec import Experiment
 from medfl.spec._policy import SitePolicy
 from medfl.stats._glm import GlmResult, GlmTerms, SingularDesignError, fit
-from medfl.stats._site import GlmPlan, GlmSite, GlmStart, glm_formula, glm_names
+from medfl.stats._site import GlmPlan, GlmStart, StatsSite, glm_formula, glm_names
 
 T = TypeVar("T")
 GLM_FILE = "glm.json"  # a deployed fit's output, in its run directory
@@ -26,7 +26,7 @@ GLM_FILE = "glm.json"  # a deployed fit's output, in its run directory
 class StatsTransport(Protocol):
     """How the server reaches the sites for statistics: per site a value or the error."""
 
-    def glm_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]: ...
+    def stats_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]: ...
 
     def glm_prepare(self, plan: GlmPlan) -> dict[str, GlmStart | Exception]: ...
 
@@ -45,17 +45,17 @@ def _ask(call: Callable[[], T]) -> T | Exception:
 
 
 class InProcessStats:
-    """Every site a GlmSite in this process (each with its own policy)."""
+    """Every site a StatsSite in this process (each with its own policy)."""
 
     def __init__(
         self, experiment: Experiment, policies: dict[str, SitePolicy] | None = None
     ) -> None:
         policies = policies or {}
         self.sites = {
-            s.name: GlmSite(experiment, s.name, policies.get(s.name)) for s in experiment.sites
+            s.name: StatsSite(experiment, s.name, policies.get(s.name)) for s in experiment.sites
         }
 
-    def glm_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]:
+    def stats_hello(self, sites: list[str]) -> dict[str, SiteSummary | Exception]:
         return {n: _ask(self.sites[n].hello) for n in sites}
 
     def glm_prepare(self, plan: GlmPlan) -> dict[str, GlmStart | Exception]:
@@ -82,7 +82,7 @@ def fit_glm(experiment: Experiment, transport: StatsTransport) -> GlmResult:
     site that refused or failed, and the columns of a singular design."""
     sites = [s.name for s in experiment.sites]
     formula = glm_formula(experiment)  # a bad formula fails before any site is asked
-    summaries = _values(transport.glm_hello(sites))
+    summaries = _values(transport.stats_hello(sites))
     vocabulary = Preprocessor.from_summaries(
         experiment.data_schema, list(summaries.values())
     ).vocabulary

@@ -68,7 +68,7 @@ def glm_names(experiment: Experiment, plan: GlmPlan) -> list[str]:
     return names
 
 
-class GlmSite:
+class StatsSite:
     """One site's rows and the GLM sums it may release."""
 
     def __init__(self, experiment: Experiment, name: str, policy: SitePolicy | None = None) -> None:

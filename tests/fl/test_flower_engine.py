@@ -191,7 +191,7 @@ class LoopbackGrid:
             elif node not in self.silent:
                 if self.forgetful:
                     _client_app._SITES.clear()
-                    _client_app._GLMS.clear()
+                    _client_app._STATS_SITES.clear()
                 self.replies[message.metadata.message_id] = self.app(message, self.contexts[node])
             ids.append(message.metadata.message_id)
         return ids
@@ -494,7 +494,7 @@ def test_glm_site_whose_policy_file_refuses_is_named_over_messages(tmp_path: Pat
     grid = LoopbackGrid(experiment)
     node = next(n for n, c in grid.contexts.items() if c.node_config["partition-id"] == 1)
     grid.contexts[node].node_config["policy"] = str(policy)
-    _client_app._GLMS.clear()
+    _client_app._STATS_SITES.clear()
 
     with pytest.raises(DataError) as err:
         fit_glm(experiment, GridTransport(grid, experiment))  # type: ignore[arg-type]
