@@ -16,29 +16,37 @@ from medfl.spec._policy import SitePolicy, load_policy
 from medfl.stats import glm_dict
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    glm = sub.add_parser("glm", help="fit a federated GLM (exact, with standard errors)")
-    glm.add_argument("file", type=Path, help="experiment YAML; its glm: section, if any")
-    glm.add_argument("--formula", help="override glm.formula, e.g. 'num ~ age + sex + C(cp)'")
-    glm.add_argument("--family", choices=["binomial", "poisson", "gaussian"])
-    glm.add_argument(
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--site-policy",
         action="append",
         default=[],
         metavar="SITE=FILE",
         help="a simulated site's own policy file (repeatable); default limits otherwise",
     )
-    glm.add_argument(
+    parser.add_argument(
         "--backend",
         choices=["simulation", "local"],
         default="simulation",
         help="simulation: every site in this process (default); local: Flower's deployment "
         "engine, a server and one process per site on this machine, TLS on",
     )
-    glm.add_argument("--insecure", action="store_true", help="--backend local without TLS")
-    glm.add_argument("--out", type=Path, help="--backend local: the run directory")
-    glm.add_argument("--json", action="store_true", help="print the fit as JSON")
+    parser.add_argument("--insecure", action="store_true", help="--backend local without TLS")
+    parser.add_argument("--out", type=Path, help="--backend local: the run directory")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    glm = sub.add_parser("glm", help="fit a federated GLM (exact, with standard errors)")
+    glm.add_argument("file", type=Path, help="experiment YAML; its glm: section, if any")
+    glm.add_argument("--formula", help="override glm.formula, e.g. 'num ~ age + sex + C(cp)'")
+    glm.add_argument("--family", choices=["binomial", "poisson", "gaussian"])
+    _common(glm)
     glm.set_defaults(handler=cmd_glm)
+    stats = sub.add_parser("stats", help="describe the cohort (Table 1), by site and overall")
+    stats.add_argument("file", type=Path, help="experiment YAML; its statistics: section, if any")
+    _common(stats)
+    stats.set_defaults(handler=cmd_stats)
 
 
 def _policies(pairs: list[str], experiment: Experiment) -> dict[str, SitePolicy]:
@@ -62,9 +70,10 @@ def _with_overrides(experiment: Experiment, args: argparse.Namespace) -> Experim
 def cmd_glm(args: argparse.Namespace) -> int:
     experiment = _with_overrides(load_experiment(args.file), args)
     policies = _policies(args.site_policy, experiment)
-    fit = (
-        _fit_local(experiment, args) if args.backend == "local" else _fit_here(experiment, policies)
-    )
+    if args.backend == "local":
+        fit = _deployed(experiment, args, "glm")
+    else:
+        fit = _fit_here(experiment, policies)
     fit = {"formula": experiment.glm.formula, "sites": [s.name for s in experiment.sites], **fit}
     if args.json:
         print(json.dumps(fit, indent=2))
@@ -81,20 +90,51 @@ def _fit_here(experiment: Experiment, policies: dict[str, SitePolicy]) -> dict:
     return glm_dict(fit_glm(experiment, InProcessStats(experiment, policies)))
 
 
-def _fit_local(experiment: Experiment, args: argparse.Namespace) -> dict:
-    """Over Flower's deployment engine; the ServerApp writes glm.json in the run folder."""
+def _deployed(experiment: Experiment, args: argparse.Namespace, job: str) -> dict:
+    """Over Flower's deployment engine; the ServerApp writes glm.json or stats.json in
+    the run folder."""
     from medfl.results import RunStore, new_run_dir
     from medfl.runners import LocalBackend
     from medfl.runners._local import run_local
-    from medfl.stats._federated import GLM_FILE
+    from medfl.stats._federated import GLM_FILE, STATS_FILE
 
     pairs = tuple((p.partition("=")[0], Path(p.partition("=")[2])) for p in args.site_policy)
     store = RunStore(args.out or new_run_dir(experiment.name))
     store.create(experiment)
-    run_local(experiment, LocalBackend(insecure=args.insecure, site_policies=pairs), store,
-              False, None, job="glm")  # fmt: skip
+    backend = LocalBackend(insecure=args.insecure, site_policies=pairs)
+    run_local(experiment, backend, store, False, None, job=job)
     print(f"medfl: run directory: {store.path}", file=sys.stderr)
-    return json.loads((store.path / GLM_FILE).read_text())
+    return json.loads((store.path / (GLM_FILE if job == "glm" else STATS_FILE)).read_text())
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from medfl.stats._federated import InProcessStats, StatsReport, describe_federation
+    from medfl.stats._table1 import table1
+
+    experiment = load_experiment(args.file)
+    policies = _policies(args.site_policy, experiment)
+    if args.backend == "local":
+        report = StatsReport.from_dict(_deployed(experiment, args, "stats"))
+    else:
+        report = describe_federation(experiment, InProcessStats(experiment, policies))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    header, rows = table1(report)
+    out = Table(title=f"{experiment.name}: Table 1", title_justify="left")
+    for i, column in enumerate(header):
+        out.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        out.add_row(*row)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(out)
+    notes = report.overall["all"].suppressed
+    if notes:
+        console.print(
+            f"[dim]{len(notes)} suppression(s) by the sites' policies (--json lists them); "
+            "≥: a site withheld its count; medians and IQRs from histograms on shared bins[/]"
+        )
+    return 0
 
 
 def _print(fit: dict, experiment: Experiment) -> None:

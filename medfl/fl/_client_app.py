@@ -219,6 +219,12 @@ def _glm_terms(name: str, site: StatsSite, content: RecordDict, context: Context
     return wire.glm_terms_reply(name, site.terms(beta, mean_y))
 
 
+def _stats_describe(
+    name: str, site: StatsSite, content: RecordDict, context: Context
+) -> RecordDict:
+    return wire.description_reply(name, site.describe(wire.describe_request_of(content)))
+
+
 def make_client_app(spec_text: str | None = None) -> ClientApp:
     """The ClientApp for one experiment (its spec as JSON), or, without one, for the
     spec a deployed run carries in its run config under ``medfl-experiment``."""
@@ -250,6 +256,10 @@ def make_client_app(spec_text: str | None = None) -> ClientApp:
     @app.query("glm_terms")
     def glm_terms(message: Message, context: Context) -> Message:
         return _stats_answer(spec(context), message, context, _glm_terms)
+
+    @app.query("stats_describe")
+    def stats_describe(message: Message, context: Context) -> Message:
+        return _stats_answer(spec(context), message, context, _stats_describe)
 
     @app.train()
     def train(message: Message, context: Context) -> Message:

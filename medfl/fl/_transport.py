@@ -26,7 +26,8 @@ from medfl.errors import MedflError, TrainingError
 from medfl.fl import _wire as wire
 from medfl.spec import Experiment
 from medfl.stats import GlmTerms
-from medfl.stats._site import GlmPlan, GlmStart
+from medfl.stats._describe import Description
+from medfl.stats._site import DescribeRequest, GlmPlan, GlmStart
 from medfl.training import LocalUpdate, Metrics, Params, SiteFailure, SiteHello
 from medfl.training._site import SplitName
 
@@ -170,6 +171,11 @@ class GridTransport:
         sites = [s.name for s in self.experiment.sites]
         answers = self._ask(sites, wire.GLM_TERMS, lambda: wire.glm_terms_request(beta, mean_y))
         return {s: _decoded(s, a, wire.glm_terms_of) for s, a in answers.items()}
+
+    def describe(self, request: DescribeRequest) -> dict[str, dict[str, Description] | Exception]:
+        sites = [s.name for s in self.experiment.sites]
+        answers = self._ask(sites, wire.STATS_DESCRIBE, lambda: wire.describe_request(request))
+        return {s: _decoded(s, a, wire.description_of) for s, a in answers.items()}
 
     # --- messages -------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, MetricRecord
 from medfl.data import Preprocessor, SiteReport, SiteSummary
 from medfl.errors import DataError, MedflError, TrainingError
 from medfl.stats import GlmTerms
-from medfl.stats._site import DisclosureRefusal, GlmPlan, GlmStart
+from medfl.stats._describe import Description
+from medfl.stats._site import DescribeRequest, DisclosureRefusal, GlmPlan, GlmStart
 from medfl.training import EmptySiteError, LocalUpdate, Metrics, Params, SiteFailure, SiteHello
 
 # Message types: Flower routes "<category>.<action>" to the handler registered for it.
@@ -28,6 +29,7 @@ PERSONALIZE = "query.personalize"
 STATS_HELLO = "query.stats_hello"
 GLM_PREPARE = "query.glm_prepare"
 GLM_TERMS = "query.glm_terms"
+STATS_DESCRIBE = "query.stats_describe"
 
 _SITE = "medfl"  # ConfigRecord in every reply: which site answered
 _ERROR = "error"  # ConfigRecord in a reply whose site raised
@@ -212,6 +214,24 @@ def glm_terms_of(content: RecordDict) -> GlmTerms:
         n=int(sums["n"]),  # type: ignore[arg-type]
         edge=int(sums["edge"]),  # type: ignore[arg-type]
     )
+
+
+def describe_request(asked: DescribeRequest) -> RecordDict:
+    return request(describe=asked.to_json())
+
+
+def describe_request_of(content: RecordDict) -> DescribeRequest:
+    return DescribeRequest.from_json(str(config_of(content)["describe"]))
+
+
+def description_reply(site: str, groups: dict[str, Description]) -> RecordDict:
+    text = json.dumps({g: d.to_dict() for g, d in groups.items()})
+    return reply(site, description=ConfigRecord({"json": text}))
+
+
+def description_of(content: RecordDict) -> dict[str, Description]:
+    groups = json.loads(str(content.config_records["description"]["json"]))
+    return {g: Description.from_dict(d) for g, d in groups.items()}
 
 
 # --- errors -------------------------------------------------------------------

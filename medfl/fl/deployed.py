@@ -39,7 +39,7 @@ class DeployedRun:
     resume: bool
     timeouts: Timeouts
     write_outputs: bool  # model, plots, report; off when the submitter writes them
-    job: str = "train"  # or "glm": a federated GLM instead of training
+    job: str = "train"  # or "glm", "stats": a federated GLM or statistics instead
 
     @classmethod
     def from_context(cls, context: Context) -> DeployedRun:
@@ -74,8 +74,8 @@ def _main(grid: Grid, context: Context) -> None:
     store = RunStore(run.out)
     if not (run.out / SPEC_FILE).exists():
         store.create(run.experiment)
-    if run.job == "glm":
-        _fit_glm(grid, run, store)
+    if run.job in ("glm", "stats"):
+        _run_job(grid, run, store)
         return
     session = ServerSession(
         run.experiment,
@@ -96,20 +96,23 @@ def _main(grid: Grid, context: Context) -> None:
     session.outcome()  # a failed run ends failed in Flower too (result.json says why)
 
 
-def _fit_glm(grid: Grid, run: DeployedRun, store: RunStore) -> None:
-    """The experiment's GLM over the sites' Flower nodes: glm.json, and result.json
-    saying how it ended (the submitter follows that)."""
+def _run_job(grid: Grid, run: DeployedRun, store: RunStore) -> None:
+    """A GLM or the statistics over the sites' Flower nodes: glm.json or stats.json,
+    and result.json saying how it ended (the submitter follows that)."""
     from medfl.errors import MedflError
     from medfl.results import RunResult
     from medfl.stats import glm_dict
-    from medfl.stats._federated import GLM_FILE, fit_glm
+    from medfl.stats._federated import GLM_FILE, STATS_FILE, describe_federation, fit_glm
 
     result = RunResult(name=run.experiment.name, engine="local")
     store.save_result(result)
     transport = GridTransport(grid, run.experiment, run.timeouts, lost=lambda: lost_sites(run.out))
     try:
-        fit = fit_glm(run.experiment, transport)
-        (run.out / GLM_FILE).write_text(json.dumps(glm_dict(fit), indent=2))
+        if run.job == "glm":
+            output, name = glm_dict(fit_glm(run.experiment, transport)), GLM_FILE
+        else:
+            output, name = describe_federation(run.experiment, transport).to_dict(), STATS_FILE
+        (run.out / name).write_text(json.dumps(output, indent=2))
         result.status = "succeeded"
     except MedflError as exc:
         result.status, result.error, result.error_kind = "failed", str(exc), type(exc).__name__

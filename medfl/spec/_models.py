@@ -411,6 +411,16 @@ class GlmSpec(SpecModel):
     tolerance: float = Field(default=1e-8, gt=0, description="on the change in deviance")
 
 
+class Statistics(SpecModel):
+    """What ``medfl stats`` describes (columns: the schema's features)."""
+
+    correlate: list[str] = Field(
+        default_factory=list, description="numeric columns for a covariance / correlation matrix"
+    )
+    bins: int = Field(default=20, ge=2, le=200, description="histogram bins (shared edges)")
+    by_outcome: bool = Field(default=False, description="Table 1 also by the outcome")
+
+
 class Task(StrEnum):
     binary = "binary"
     multiclass = "multiclass"
@@ -430,6 +440,7 @@ class Experiment(SpecModel):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     personalization: Personalization = Field(default_factory=Personalization)
     glm: GlmSpec = Field(default_factory=GlmSpec)
+    statistics: Statistics = Field(default_factory=Statistics)
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:

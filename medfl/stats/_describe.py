@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medfl.data._prepare import MISSING_LEVEL
+
 
 @dataclass
 class Moments:
@@ -200,10 +202,10 @@ def describe(
             float(present.max()) if len(present) else None,
             histogram,
         )
-    levels: dict[str, dict[str, int | None]] = {
-        column: {str(k): int(v) for k, v in frame[column].value_counts(dropna=True).items()}
-        for column in categorical
-    }
+    levels: dict[str, dict[str, int | None]] = {}
+    for column in categorical:
+        counts = frame[column].astype(object).fillna(MISSING_LEVEL).value_counts()
+        levels[column] = {str(k): int(v) for k, v in counts.items()}
     return Description(len(frame), summaries, levels, _comoments(frame, cross) if cross else None)
 
 
@@ -237,10 +239,9 @@ def shared_edges(summary: NumericSummary, bins: int = 20) -> np.ndarray:
 
 def quantile(histogram: list[int | None], edges: np.ndarray, q: float) -> float | None:
     """The q-quantile from binned counts, linear within the bin (an approximation whose
-    error is at most one bin width); None where a bin was suppressed."""
-    if any(c is None for c in histogram):
-        return None
-    counts = np.asarray(histogram, dtype=float)
+    error is at most one bin width). A suppressed bin (fewer rows than a site's cell
+    minimum, or its secondary) counts as empty: the estimate is then rougher."""
+    counts = np.asarray([c or 0 for c in histogram], dtype=float)
     total = counts.sum()
     if total == 0:
         return None

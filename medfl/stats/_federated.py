@@ -7,20 +7,30 @@ and checks its policy) -> IRLS iterations, each one request per site for its sum
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial, reduce
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from medfl.data import Preprocessor, SiteSummary
-from medfl.errors import DataError, MedflError
+from medfl.errors import DataError, MedflError, SpecError
 from medfl.spec import Experiment
 from medfl.spec._policy import SitePolicy
+from medfl.stats._describe import Description, shared_edges
 from medfl.stats._glm import GlmResult, GlmTerms, SingularDesignError, fit
-from medfl.stats._site import GlmPlan, GlmStart, StatsSite, glm_formula, glm_names
+from medfl.stats._site import (
+    DescribeRequest,
+    GlmPlan,
+    GlmStart,
+    StatsSite,
+    glm_formula,
+    glm_names,
+)
 
 T = TypeVar("T")
-GLM_FILE = "glm.json"  # a deployed fit's output, in its run directory
+GLM_FILE = "glm.json"  # a deployed job's output, in its run directory
+STATS_FILE = "stats.json"
 
 
 class StatsTransport(Protocol):
@@ -33,6 +43,10 @@ class StatsTransport(Protocol):
     def glm_terms(
         self, beta: np.ndarray | None, mean_y: float
     ) -> dict[str, GlmTerms | Exception]: ...
+
+    def describe(
+        self, request: DescribeRequest
+    ) -> dict[str, dict[str, Description] | Exception]: ...
 
 
 def _ask(call: Callable[[], T]) -> T | Exception:
@@ -68,6 +82,9 @@ class InProcessStats:
             if site.prepared
         }
 
+    def describe(self, request: DescribeRequest) -> dict[str, dict[str, Description] | Exception]:
+        return {n: _ask(partial(site.describe, request)) for n, site in self.sites.items()}
+
 
 def _values(answers: dict[str, T | Exception]) -> dict[str, T]:
     """Every site's value, or one error naming each site that failed."""
@@ -101,3 +118,61 @@ def fit_glm(experiment: Experiment, transport: StatsTransport) -> GlmResult:
                    spec.max_iterations, spec.tolerance)  # fmt: skip
     except SingularDesignError as exc:
         raise DataError(str(exc)) from None
+
+
+@dataclass
+class StatsReport:
+    """The federation's description: per site (as each released it) and overall, for
+    every group ("all"; "positive" and "negative" by the outcome when asked)."""
+
+    sites: dict[str, dict[str, Description]]
+    overall: dict[str, Description]
+    edges: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "edges": {c: e.tolist() for c, e in self.edges.items()},
+            "overall": {g: d.to_dict() for g, d in self.overall.items()},
+            "sites": {
+                s: {g: d.to_dict() for g, d in groups.items()} for s, groups in self.sites.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StatsReport:
+        return cls(
+            {
+                s: {g: Description.from_dict(v) for g, v in gs.items()}
+                for s, gs in d["sites"].items()
+            },
+            {g: Description.from_dict(v) for g, v in d["overall"].items()},
+            {c: np.array(e, dtype=float) for c, e in d["edges"].items()},
+        )
+
+
+def _check_columns(experiment: Experiment) -> None:
+    numeric = experiment.data_schema.numeric
+    problems = [
+        (f"statistics.correlate[{i}]", f"{c!r} is not one of the schema's numeric columns")
+        for i, c in enumerate(experiment.statistics.correlate)
+        if c not in numeric
+    ]
+    if problems:
+        raise SpecError(problems)
+
+
+def describe_federation(experiment: Experiment, transport: StatsTransport) -> StatsReport:
+    """Two passes: moments (for shared bin edges), then the full description. Only what
+    each site's policy releases is added up."""
+    _check_columns(experiment)
+    sites = [s.name for s in experiment.sites]
+    _values(transport.stats_hello(sites))  # every site is there (and, over Flower, found)
+    first = _values(transport.describe(DescribeRequest(len(sites))))
+    overall = reduce(lambda a, b: a + b, (first[s]["all"] for s in sites))
+    bins = experiment.statistics.bins
+    edges = {c: shared_edges(overall.numeric[c], bins) for c in experiment.data_schema.numeric}
+    request = DescribeRequest(len(sites), edges, experiment.statistics.by_outcome)
+    second = _values(transport.describe(request))
+    groups = list(second[sites[0]])
+    totals = {g: reduce(lambda a, b: a + b, (second[s][g] for s in sites)) for g in groups}
+    return StatsReport(second, totals, edges)

@@ -9,6 +9,7 @@ log-likelihood sums at the coefficients the server sends.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,10 @@ from medfl.data import SiteSummary, SiteTable, prepare_site, summarize
 from medfl.errors import DataError, SpecError
 from medfl.spec import Experiment
 from medfl.spec._policy import SitePolicy
+from medfl.stats._describe import Description, describe
 from medfl.stats._formula import Formula, design_matrix, design_names, parse_formula
 from medfl.stats._glm import Family, GlmTerms, site_terms
+from medfl.stats._guard import guard
 
 SITE_EFFECT = "site"
 
@@ -33,6 +36,25 @@ class GlmPlan:
 
     vocabulary: dict[str, list[str]]
     sites: list[str]  # every site taking part, in order (site effect, minimum sites)
+
+
+@dataclass(frozen=True)
+class DescribeRequest:
+    sites: int  # how many sites take part (the policy's minimum)
+    edges: dict[str, np.ndarray] | None = None  # shared bin edges; None: the first pass
+    by_outcome: bool = False
+
+    def to_json(self) -> str:
+        edges = None if self.edges is None else {c: e.tolist() for c, e in self.edges.items()}
+        return json.dumps({"sites": self.sites, "edges": edges, "byOutcome": self.by_outcome})
+
+    @classmethod
+    def from_json(cls, text: str) -> DescribeRequest:
+        d = json.loads(text)
+        edges = d["edges"]
+        if edges is not None:
+            edges = {c: np.array(e, dtype=float) for c, e in edges.items()}
+        return cls(d["sites"], edges, d["byOutcome"])
 
 
 @dataclass
@@ -87,9 +109,12 @@ class StatsSite:
         return self._table
 
     def hello(self) -> SiteSummary:
-        """Level names and counts over all rows (a GLM uses every row, not a split)."""
-        table = self._load()
-        return summarize(self.name, table.features, table.features, self.experiment.data_schema)
+        """The names of its category levels (over all rows: a GLM uses every row), for
+        the shared vocabulary; no counts and no sums, which pass its guards later."""
+        table, schema = self._load(), self.experiment.data_schema
+        found = summarize(self.name, table.features, table.features, schema)
+        levels = {c: dict.fromkeys(found.levels[c], 0) for c in schema.categorical}
+        return SiteSummary(self.name, 0, {c: (0, 0.0, 0.0) for c in schema.numeric}, levels)
 
     def prepare(self, plan: GlmPlan) -> GlmStart:
         """Build the design; refuse, naming the limit, what this site's policy forbids."""
@@ -113,6 +138,32 @@ class StatsSite:
         family = self.experiment.glm.family
         return GlmStart(len(y), None if family == "binomial" else float(y.sum()))
 
+    def describe(self, request: DescribeRequest) -> dict[str, Description]:
+        """This site's description (per outcome stratum when asked), as its policy lets
+        it out. Keys: "all", and "positive" / "negative" with ``by_outcome``."""
+        limits = self.policy.disclosure
+        if request.sites < limits.min_sites:
+            self._refuse(
+                f"the federation has {request.sites} site(s), its policy needs {limits.min_sites}",
+                "statistics",
+            )
+        table, schema = self._load(), self.experiment.data_schema
+        spec = self.experiment.statistics
+        groups = {"all": np.ones(len(table.y), dtype=bool)}
+        if request.by_outcome:
+            groups |= {"positive": table.y == 1, "negative": table.y == 0}
+        return {
+            label: guard(
+                describe(
+                    table.features[rows], schema.numeric, schema.categorical,
+                    request.edges, spec.correlate or None,
+                ),
+                limits,
+                self.name,
+            )
+            for label, rows in groups.items()
+        }  # fmt: skip
+
     @property
     def prepared(self) -> bool:
         return self._data is not None
@@ -123,8 +174,8 @@ class StatsSite:
         family = Family(self.experiment.glm.family)
         return site_terms(family, x, y, beta, mean_y, offset, weights)
 
-    def _refuse(self, why: str) -> None:
-        raise DisclosureRefusal(f"site {self.name!r} refuses the GLM: {why}", site=self.name)
+    def _refuse(self, why: str, what: str = "the GLM") -> None:
+        raise DisclosureRefusal(f"site {self.name!r} refuses {what}: {why}", site=self.name)
 
     def _design(self, plan: GlmPlan):  # type: ignore[no-untyped-def]
         """The complete rows' design, outcome, offset and weights; names in column order."""
