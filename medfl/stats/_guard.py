@@ -4,10 +4,10 @@
 - a cell (a category level, a histogram bin) of 1 to ``minCellCount - 1`` rows is
   suppressed; where that leaves one suppressed cell in a column, whose total is known,
   the next smallest cell is suppressed too, so neither can be recovered by subtraction;
-- a numeric column with fewer than ``minCellCount`` values releases no mean, variance,
+- a numeric column with 1 to ``minCellCount - 1`` values releases no mean, variance,
   range or histogram;
 - min and max (each one patient's value) only where ``releaseExtremes`` allows;
-- the covariance of fewer than ``minRows`` complete rows is not released.
+- the covariance of 1 to ``minRows - 1`` complete rows is not released.
 Each suppression is said in ``suppressed`` by site, column and rule, never by value.
 """
 
@@ -50,7 +50,7 @@ def guard(desc: Description, limits: Disclosure, site: str) -> Description:
                 f"site {site!r}, {column}: {hidden} level(s) under {least} rows suppressed"
             )
     comoments = desc.comoments
-    if comoments is not None and comoments.n < limits.min_rows:
+    if comoments is not None and 0 < comoments.n < limits.min_rows:
         comoments = None
         notes.append(f"site {site!r}: covariance of fewer than {limits.min_rows} complete rows")
     if not limits.release_extremes and desc.numeric:
@@ -62,7 +62,7 @@ def _numeric(
     column: str, summary: NumericSummary, limits: Disclosure, site: str, notes: list[str]
 ) -> NumericSummary:
     least = limits.min_cell_count
-    if summary.moments is None or summary.moments.n < least:
+    if summary.moments is None or 0 < summary.moments.n < least:
         notes.append(f"site {site!r}, {column}: fewer than {least} values, nothing released")
         return NumericSummary(None, summary.missing, None, None, [None] * len(summary.histogram))
     histogram, hidden = _cells(summary.histogram, least)

@@ -347,3 +347,14 @@ def test_glm_site_policy_must_name_a_site(spec_file, capsys):
     assert "--site-policy 'nowhere=p.yaml': expected SITE=FILE with SITE one of" in (
         capsys.readouterr().err
     )
+
+
+def test_stats_prints_table_1_and_json(spec_file, capsys):
+    assert main(["stats", str(spec_file)]) == 0
+    text = capsys.readouterr().out
+    assert "Table 1" in text and "age, mean (SD)" in text and "smoker, n (%)" in text
+
+    assert main(["stats", str(spec_file), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["overall"]["all"]["rows"] == 240
+    assert sorted(report["sites"]) == ["east", "north", "south"]

@@ -244,3 +244,19 @@ def test_glm_over_the_deployment_equals_the_in_process_fit(tmp_path: Path):
     assert result.status == "succeeded"
     deployed = json.loads((store.path / GLM_FILE).read_text())
     assert deployed == glm_dict(fit_glm(experiment, InProcessStats(experiment)))
+
+
+def test_statistics_over_the_deployment_equal_the_in_process_ones(tmp_path: Path):
+    from medfl.results import RunStore
+    from medfl.runners._local import run_local
+    from medfl.stats._federated import STATS_FILE, InProcessStats, describe_federation
+
+    experiment = _toy(tmp_path)
+    store = RunStore(tmp_path / "stats")
+    store.create(experiment)
+
+    result = run_local(experiment, LocalBackend(), store, False, None, job="stats")
+
+    assert result.status == "succeeded"
+    deployed = json.loads((store.path / STATS_FILE).read_text())
+    assert deployed == describe_federation(experiment, InProcessStats(experiment)).to_dict()

@@ -502,3 +502,19 @@ def test_glm_site_whose_policy_file_refuses_is_named_over_messages(tmp_path: Pat
     assert str(err.value) == (
         "site 'site-b' refuses the GLM: 60 usable row(s), fewer than its policy's minimum of 1000"
     )
+
+
+@pytest.mark.parametrize("forgetful", [False, True], ids=["kept-workers", "fresh-processes"])
+def test_statistics_over_messages_equal_the_in_process_ones_exactly(
+    tmp_path: Path, forgetful: bool
+) -> None:
+    from medfl.stats._federated import InProcessStats, describe_federation
+
+    experiment = _glm_experiment(tmp_path)
+    grid = LoopbackGrid(experiment, forgetful=forgetful)
+
+    over_flower = describe_federation(experiment, GridTransport(grid, experiment))  # type: ignore[arg-type]
+    in_process = describe_federation(experiment, InProcessStats(experiment))
+
+    assert over_flower.to_dict() == in_process.to_dict()
+    assert over_flower.overall["all"].suppressed  # the default policy withheld something
