@@ -16,4 +16,7 @@ echo "== bench/deploy.py: Flower's deployment engine (--backend local) vs the fa
 echo
 echo "== bench/transfer.py: the transfer-learning example over seeds, against from scratch"
 "$PY" bench/transfer.py || status=1
+echo
+echo "== bench/glm.py: the federated GLM against statsmodels on the pooled rows"
+"$PY" bench/glm.py || status=1
 exit "$status"
