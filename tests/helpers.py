@@ -114,3 +114,23 @@ def assert_same_arrays(left: list[np.ndarray], right: list[np.ndarray]) -> None:
     for a, b in zip(left, right, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape
         assert np.array_equal(a, b), f"arrays differ by up to {np.abs(a - b).max()}"
+
+
+HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach")
+
+
+def heart_spec(numeric: list[str], categorical: list[str], **extra: Any) -> dict[str, Any]:
+    """The four UCI Heart Disease hospitals (built-in data), outcome num > 0."""
+    return {
+        "name": "heart",
+        "sites": [
+            {"name": h.lower().replace(" ", "-"), "data": {"source": "demo", "hospital": h}}
+            for h in HOSPITALS
+        ],
+        "schema": {
+            "target": {"column": "num", "positiveAbove": 0},
+            "numeric": numeric,
+            "categorical": categorical,
+        },
+        **extra,
+    }

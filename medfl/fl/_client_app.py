@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -113,14 +114,17 @@ def _ready(site: _Site, context: Context) -> SiteWorker:
     return site.worker
 
 
-Handler = Callable[[str, _Site, RecordDict, Context], RecordDict]
+Lookup = Callable[[str, Context], tuple[str, Any]]  # the site's name and its worker
+Handler = Callable[[str, Any, RecordDict, Context], RecordDict]
 
 
-def _answer(spec_text: str, message: Message, context: Context, handle: Handler) -> Message:
+def _answer(
+    lookup: Lookup, spec_text: str, message: Message, context: Context, handle: Handler
+) -> Message:
     """Run one handler; whatever the site raises goes back as data naming the site."""
     name = f"partition {context.node_config.get('partition-id')}"
     try:
-        name, site = _site(spec_text, context)
+        name, site = lookup(spec_text, context)
         content = handle(name, site, message.content, context)
     except Exception as exc:  # a site's failure is the server's to judge, never a crash
         content = wire.error_reply(name, exc)
@@ -188,16 +192,6 @@ def _stats_site(spec_text: str, context: Context) -> tuple[str, StatsSite]:
     return name, _STATS_SITES[key]
 
 
-def _stats_answer(spec_text: str, message: Message, context: Context, handle: Callable) -> Message:  # type: ignore[type-arg]
-    name = f"partition {context.node_config.get('partition-id')}"
-    try:
-        name, site = _stats_site(spec_text, context)
-        content = handle(name, site, message.content, context)
-    except Exception as exc:  # the server names the site and its reason
-        content = wire.error_reply(name, exc)
-    return Message(content, reply_to=message)
-
-
 def _stats_hello(name: str, site: StatsSite, _: RecordDict, context: Context) -> RecordDict:
     return wire.summary_reply(name, site.hello())
 
@@ -233,40 +227,25 @@ def make_client_app(spec_text: str | None = None) -> ClientApp:
     def spec(context: Context) -> str:
         return spec_text if spec_text is not None else str(context.run_config[RUN_CONFIG_KEY])
 
-    @app.query("hello")
-    def hello(message: Message, context: Context) -> Message:
-        return _answer(spec(context), message, context, _hello)
+    def handler(lookup: Lookup, handle: Handler) -> Callable[[Message, Context], Message]:
+        def answer(message: Message, context: Context) -> Message:
+            return _answer(lookup, spec(context), message, context, handle)
 
-    @app.query("configure")
-    def configure(message: Message, context: Context) -> Message:
-        return _answer(spec(context), message, context, _configure)
+        return answer
 
-    @app.query("personalize")
-    def personalize(message: Message, context: Context) -> Message:
-        return _answer(spec(context), message, context, _personalize)
-
-    @app.query("stats_hello")
-    def stats_hello(message: Message, context: Context) -> Message:
-        return _stats_answer(spec(context), message, context, _stats_hello)
-
-    @app.query("glm_prepare")
-    def glm_prepare(message: Message, context: Context) -> Message:
-        return _stats_answer(spec(context), message, context, _glm_prepare)
-
-    @app.query("glm_terms")
-    def glm_terms(message: Message, context: Context) -> Message:
-        return _stats_answer(spec(context), message, context, _glm_terms)
-
-    @app.query("stats_describe")
-    def stats_describe(message: Message, context: Context) -> Message:
-        return _stats_answer(spec(context), message, context, _stats_describe)
-
-    @app.train()
-    def train(message: Message, context: Context) -> Message:
-        return _answer(spec(context), message, context, _fit)
-
-    @app.evaluate()
-    def evaluate(message: Message, context: Context) -> Message:
-        return _answer(spec(context), message, context, _evaluate)
-
+    for name, (lookup, handle) in _QUERIES.items():  # message type "query.<name>"
+        app.query(name)(handler(lookup, handle))
+    app.train()(handler(_site, _fit))
+    app.evaluate()(handler(_site, _evaluate))
     return app
+
+
+_QUERIES: dict[str, tuple[Lookup, Handler]] = {
+    "hello": (_site, _hello),
+    "configure": (_site, _configure),
+    "personalize": (_site, _personalize),
+    "stats_hello": (_stats_site, _stats_hello),
+    "glm_prepare": (_stats_site, _glm_prepare),
+    "glm_terms": (_stats_site, _glm_terms),
+    "stats_describe": (_stats_site, _stats_describe),
+}

@@ -11,28 +11,15 @@ import pytest
 from medfl.data import prepare_site
 from medfl.spec import parse_experiment
 from medfl.stats._describe import Description, describe, quantile, shared_edges
+from tests.helpers import heart_spec
 
-HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach")
 NUMERIC = ["age", "trestbps", "chol", "thalch", "oldpeak"]
 CATEGORICAL = ["sex", "cp", "slope"]
 
 
 @pytest.fixture(scope="module")
 def frames() -> list[pd.DataFrame]:
-    spec = parse_experiment(
-        {
-            "name": "stats",
-            "sites": [
-                {"name": h.lower().replace(" ", "-"), "data": {"source": "demo", "hospital": h}}
-                for h in HOSPITALS
-            ],
-            "schema": {
-                "target": {"column": "num", "positiveAbove": 0},
-                "numeric": NUMERIC,
-                "categorical": CATEGORICAL,
-            },
-        }
-    )
+    spec = parse_experiment(heart_spec(NUMERIC, CATEGORICAL))
     return [prepare_site(site, spec.data_schema).features for site in spec.sites]
 
 
@@ -56,6 +43,8 @@ def test_counts_means_variances_and_ranges_equal_the_pooled_rows(frames) -> None
         assert (mine.minimum, mine.maximum) == (values.min(), values.max())
     for column in CATEGORICAL:
         expected = pooled[column].value_counts().to_dict()
+        if pooled[column].isna().any():  # missing values count as a level of their own
+            expected["__missing__"] = pooled[column].isna().sum()
         assert total.levels[column] == {str(k): v for k, v in sorted(expected.items())}
 
 

@@ -14,27 +14,11 @@ from medfl.errors import DataError, SpecError
 from medfl.spec import parse_experiment
 from medfl.spec._policy import Disclosure, SitePolicy, load_policy
 from medfl.stats._federated import InProcessStats, fit_glm
-from tests.helpers import deep_merge, make_sites
-
-HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach")
+from tests.helpers import deep_merge, heart_spec, make_sites
 
 
 def _heart(**glm: Any):
-    return parse_experiment(
-        {
-            "name": "glm",
-            "sites": [
-                {"name": h.lower().replace(" ", "-"), "data": {"source": "demo", "hospital": h}}
-                for h in HOSPITALS
-            ],
-            "schema": {
-                "target": {"column": "num", "positiveAbove": 0},
-                "numeric": ["age", "thalch", "oldpeak"],
-                "categorical": ["sex", "exang"],
-            },
-            "glm": glm,
-        }
-    )
+    return parse_experiment(heart_spec(["age", "thalch", "oldpeak"], ["sex", "exang"], glm=glm))
 
 
 def test_federated_fit_with_site_effect_equals_statsmodels_on_the_pooled_rows() -> None:

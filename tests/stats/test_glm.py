@@ -24,8 +24,8 @@ from medfl.stats import (
     site_terms,
 )
 from medfl.stats._glm import Family
+from tests.helpers import heart_spec
 
-HOSPITALS = ("Cleveland", "Hungary", "Switzerland", "VA Long Beach")
 NUMERIC = ["age", "trestbps", "thalch", "oldpeak"]
 CATEGORICAL = ["sex", "cp", "exang"]
 
@@ -33,20 +33,7 @@ CATEGORICAL = ["sex", "cp", "exang"]
 @pytest.fixture(scope="module")
 def heart() -> tuple[list[tuple[pd.DataFrame, np.ndarray]], dict[str, list[str]]]:
     """The four hospitals' rows (features, 0/1 outcome) and the federation's vocabulary."""
-    spec = parse_experiment(
-        {
-            "name": "glm",
-            "sites": [
-                {"name": h.lower().replace(" ", "-"), "data": {"source": "demo", "hospital": h}}
-                for h in HOSPITALS
-            ],
-            "schema": {
-                "target": {"column": "num", "positiveAbove": 0},
-                "numeric": NUMERIC,
-                "categorical": CATEGORICAL,
-            },
-        }
-    )
+    spec = parse_experiment(heart_spec(NUMERIC, CATEGORICAL))
     tables = [prepare_site(site, spec.data_schema) for site in spec.sites]
     summaries = [summarize(t.site, t.features, t.features, spec.data_schema) for t in tables]
     vocabulary = Preprocessor.from_summaries(spec.data_schema, summaries).vocabulary
