@@ -1,10 +1,11 @@
-"""What a site computes for a federated GLM, and the disclosure limits it enforces on it.
+"""What a site computes for statistics and GLMs, under the limits of its own policy.
 
-The site builds its design matrix from the formula and the federation's vocabulary,
-checks its own policy before it answers anything (enough rows, enough rows per
-parameter, no small indicator cell, both outcome classes large enough, a federation
-large enough), then returns only sums: X'WX, X'Wz, deviance, Pearson and
-log-likelihood sums at the coefficients the server sends.
+Statistics: its description, guarded (``medfl.stats._guard``) before it leaves. GLM:
+the site builds its design matrix from the formula and the federation's vocabulary,
+checks its policy before it answers anything (enough rows, enough rows per parameter,
+no small category cell, both outcome classes large enough, a federation large
+enough), then returns only sums: X'WX, X'Wz, deviance, Pearson and log-likelihood sums
+at the coefficients the server sends.
 """
 
 from __future__ import annotations
