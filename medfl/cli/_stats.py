@@ -56,6 +56,8 @@ def _policies(pairs: list[str], experiment: Experiment) -> dict[str, SitePolicy]
         site, sep, path = pair.partition("=")
         if not sep or site not in names:
             raise UsageError(f"--site-policy {pair!r}: expected SITE=FILE with SITE one of {names}")
+        if site in out:
+            raise UsageError(f"--site-policy: site {site!r} is given twice")
         out[site] = load_policy(path)
     return out
 
@@ -128,6 +130,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         out.add_row(*row)
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(out)
+    _print_correlation(report, console)
     notes = report.overall["all"].suppressed
     if notes:
         console.print(
@@ -165,3 +168,16 @@ def _cell(column: str, value: float | None) -> str:
     if column == "p":
         return "<0.0001" if value < 1e-4 else f"{value:.4f}"
     return f"{value:.4f}"
+
+
+def _print_correlation(report, console: Console) -> None:  # type: ignore[no-untyped-def]
+    comoments = report.overall["all"].comoments
+    if comoments is None or comoments.n < 2:
+        return
+    out = Table(title=f"correlation (Pearson), {comoments.n} complete rows", title_justify="left")
+    out.add_column("")
+    for column in comoments.columns:
+        out.add_column(column, justify="right")
+    for column, row in comoments.correlation.iterrows():
+        out.add_row(str(column), *(f"{v:.3f}" for v in row))
+    console.print(out)

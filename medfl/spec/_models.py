@@ -406,7 +406,11 @@ class GlmSpec(SpecModel):
     )
     site_effect: bool = Field(default=False, description="a fixed effect per site")
     offset: str | None = Field(default=None, description="a numeric column, e.g. log exposure")
-    weights: str | None = Field(default=None, description="a numeric column of case weights")
+    weights: str | None = Field(
+        default=None,
+        description="a numeric column of variance weights (statsmodels' var_weights: a "
+        "row's variance is divided by its weight; not frequency weights)",
+    )
     max_iterations: int = Field(default=100, ge=1, le=10_000)
     tolerance: float = Field(default=1e-8, gt=0, description="on the change in deviance")
 

@@ -61,13 +61,19 @@ class NumericSummary:
     def __add__(self, other: NumericSummary) -> NumericSummary:
         mine, theirs = self.moments, other.moments
         moments = mine + theirs if mine and theirs else mine or theirs
+        known = not (self._withheld_extremes or other._withheld_extremes)
         return NumericSummary(
             moments,
             self.missing + other.missing,
-            _pick(min, self.minimum, other.minimum),
-            _pick(max, self.maximum, other.maximum),
+            _pick(min, self.minimum, other.minimum) if known else None,
+            _pick(max, self.maximum, other.maximum) if known else None,
             [_plus(a, b) for a, b in zip(self.histogram, other.histogram, strict=True)],
         )
+
+    @property
+    def _withheld_extremes(self) -> bool:
+        """Values but no min/max: a site withheld them, so no total range is known."""
+        return self.minimum is None and (self.moments is None or self.moments.n > 0)
 
     @property
     def sd(self) -> float | None:
@@ -123,6 +129,7 @@ class Description:
     levels: dict[str, dict[str, int | None]]
     comoments: CoMoments | None = None
     suppressed: list[str] = field(default_factory=list)  # what the sites withheld, and why
+    withheld: list[str] = field(default_factory=list)  # sites that released nothing here
 
     def __add__(self, other: Description) -> Description:
         levels = {
@@ -139,6 +146,7 @@ class Description:
             levels,
             mine + theirs if mine and theirs else mine or theirs,
             self.suppressed + other.suppressed,
+            self.withheld + other.withheld,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +160,7 @@ class Description:
                 "mean": self.comoments.mean.tolist(), "c": self.comoments.c.tolist(),
             },
             "suppressed": self.suppressed,
+            "withheld": self.withheld,
         }  # fmt: skip
 
     @classmethod
@@ -162,7 +171,9 @@ class Description:
             mean, c = np.array(co["mean"], dtype=float), np.array(co["c"], dtype=float)
             comoments = CoMoments(co["columns"], co["n"], mean, c)
         numeric = {c: _numeric_of(v) for c, v in d["numeric"].items()}
-        return cls(d["rows"], numeric, d["levels"], comoments, list(d["suppressed"]))
+        return cls(
+            d["rows"], numeric, d["levels"], comoments, list(d["suppressed"]), list(d["withheld"])
+        )
 
 
 def _numeric_dict(n: NumericSummary) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def fit_glm(experiment: Experiment, transport: StatsTransport) -> GlmResult:
     """The federated fit; equal to the pooled rows' fit. Raises DataError naming every
     site that refused or failed, and the columns of a singular design."""
     sites = [s.name for s in experiment.sites]
-    formula = glm_formula(experiment)  # a bad formula fails before any site is asked
+    glm_formula(experiment)  # a bad formula fails before any site is asked
     summaries = _values(transport.stats_hello(sites))
     vocabulary = Preprocessor.from_summaries(
         experiment.data_schema, list(summaries.values())
@@ -114,8 +114,9 @@ def fit_glm(experiment: Experiment, transport: StatsTransport) -> GlmResult:
 
     spec = experiment.glm
     try:
-        return fit(ask, glm_names(experiment, plan), spec.family, formula.intercept,
-                   spec.max_iterations, spec.tolerance)  # fmt: skip
+        return fit(
+            ask, glm_names(experiment, plan), spec.family, spec.max_iterations, spec.tolerance
+        )
     except SingularDesignError as exc:
         raise DataError(str(exc)) from None
 
@@ -130,7 +131,16 @@ class StatsReport:
     edges: dict[str, np.ndarray]
 
     def to_dict(self) -> dict[str, object]:
+        co = self.overall["all"].comoments
+        matrices = None
+        if co is not None and co.n > 1:
+            matrices = {
+                "rows": co.n,
+                "covariance": co.covariance.to_numpy().tolist(),
+                "correlation": co.correlation.to_numpy().tolist(),
+            }
         return {
+            "correlation": matrices,
             "edges": {c: e.tolist() for c, e in self.edges.items()},
             "overall": {g: d.to_dict() for g, d in self.overall.items()},
             "sites": {

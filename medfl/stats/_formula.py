@@ -32,6 +32,8 @@ def parse_formula(text: str, numeric: list[str], categorical: list[str], where: 
     if not sep or not left.strip() or not right.strip():
         raise SpecError([(where, f"{text!r} is not 'outcome ~ term + term ...'")])
     outcome = left.strip()
+    if re.search(r"[+-]\s*$", right) or re.match(r"^\s*\+", right):
+        raise SpecError([(where, f"{text!r} has a '+' or '-' with no term after it")])
     parts = [p.strip() for p in re.split(r"\s*([+-])\s*", right.strip()) if p.strip()]
     intercept, terms, sign = True, [], "+"
     problems = []
@@ -60,6 +62,8 @@ def parse_formula(text: str, numeric: list[str], categorical: list[str], where: 
         if name in terms:
             problems.append((where, f"{name!r} appears twice"))
         terms.append(name)
+    if outcome in terms:
+        problems.append((where, f"the outcome {outcome!r} is also a term"))
     if problems:
         raise SpecError(problems)
     cats = frozenset(t for t in terms if t in categorical)
@@ -71,11 +75,26 @@ def _levels(vocabulary: dict[str, list[str]], column: str) -> list[str]:
     return [level for level in vocabulary[column] if level != MISSING_LEVEL]
 
 
+def _full_rank_term(formula: Formula) -> str | None:
+    """Without an intercept the first categorical term keeps all its levels (patsy)."""
+    if formula.intercept:
+        return None
+    return next((t for t in formula.terms if t in formula.categorical), None)
+
+
+def _coded(formula: Formula, vocabulary: dict[str, list[str]], term: str) -> list[str]:
+    """The levels a categorical term has columns for."""
+    levels = _levels(vocabulary, term)
+    return levels if term == _full_rank_term(formula) else levels[1:]
+
+
 def design_names(formula: Formula, vocabulary: dict[str, list[str]]) -> list[str]:
     names = [INTERCEPT] if formula.intercept else []
+    full = _full_rank_term(formula)
     for term in formula.terms:
         if term in formula.categorical:
-            names += [f"{term}[T.{level}]" for level in _levels(vocabulary, term)[1:]]
+            mark = "" if term == full else "T."
+            names += [f"{term}[{mark}{level}]" for level in _coded(formula, vocabulary, term)]
         else:
             names.append(term)
     return names
@@ -91,11 +110,9 @@ def design_matrix(
     blocks: list[np.ndarray] = [np.ones((len(rows), 1))] if formula.intercept else []
     for term in formula.terms:
         if term in formula.categorical:
-            levels = _levels(vocabulary, term)
+            levels = np.array(_coded(formula, vocabulary, term), dtype=object)
             values = rows[term].astype(str).to_numpy()
-            blocks.append(
-                (values[:, None] == np.array(levels[1:], dtype=object)[None, :]).astype(float)
-            )
+            blocks.append((values[:, None] == levels[None, :]).astype(float))
         else:
             blocks.append(rows[term].astype(float).to_numpy()[:, None])
     x = np.hstack(blocks) if blocks else np.zeros((len(rows), 0))

@@ -118,7 +118,8 @@ def site_terms(
         eta = family.link(mu)
     else:
         eta = x @ beta + offset
-        mu = family.mean(eta)
+        with np.errstate(over="ignore"):  # a diverging fit (separation) saturates; said later
+            mu = family.mean(eta)
     irls = w / (family.link_deriv(mu) ** 2 * family.variance(mu))
     z = eta + family.link_deriv(mu) * (y - mu) - offset
     edge = int(np.sum((mu < _EDGE) | (mu > 1 - _EDGE))) if family.name == "binomial" else 0
@@ -242,7 +243,6 @@ def fit(
     ask: Ask,
     names: list[str],
     family: FamilyName,
-    intercept: bool = True,
     maxiter: int = 100,
     tol: float = 1e-8,
 ) -> GlmResult:
@@ -275,7 +275,7 @@ def fit(
         scale_=scale,
         deviance_=terms.deviance,
         loglik_=loglik,
-        aic_=-2 * loglik + 2 * (p - int(intercept) + 1),  # statsmodels: df_model + 1
+        aic_=-2 * loglik + 2 * p,
         nobs_=terms.n,
         iterations_=iterations,
         converged_=converged,

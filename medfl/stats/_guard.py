@@ -19,16 +19,21 @@ from medfl.spec._policy import Disclosure
 from medfl.stats._describe import Description, NumericSummary
 
 
-def _cells(counts: list[int | None], least: int) -> tuple[list[int | None], int]:
-    """Primary and secondary suppression of one table's cells; how many were hidden."""
+def _cells(counts: list[int | None], least: int) -> tuple[list[int | None], int, int]:
+    """Primary and secondary suppression of one table's cells; how many cells were
+    small, and how many more were hidden so those cannot be recovered from the total."""
     out = [None if c is not None and 0 < c < least else c for c in counts]
-    hidden = sum(1 for a, b in zip(counts, out, strict=True) if a is not None and b is None)
-    if hidden == 1:
-        rest = [(c, i) for i, c in enumerate(out) if c]
-        if rest:
-            out[min(rest)[1]] = None
-            hidden += 1
-    return out, hidden
+    small = sum(1 for a, b in zip(counts, out, strict=True) if a is not None and b is None)
+    rest = [(c, i) for i, c in enumerate(out) if c]
+    if small == 1 and rest:
+        out[min(rest)[1]] = None
+        return out, small, 1
+    return out, small, 0
+
+
+def _said(site: str, column: str, what: str, small: int, second: int) -> str:
+    said = f"site {site!r}, {column}: {small} {what} under the cell minimum suppressed"
+    return said + (", and 1 more so it cannot be recovered from the total" if second else "")
 
 
 def guard(desc: Description, limits: Disclosure, site: str) -> Description:
@@ -36,19 +41,17 @@ def guard(desc: Description, limits: Disclosure, site: str) -> Description:
     least = limits.min_cell_count
     if desc.rows < limits.min_rows:
         return _withheld(
-            desc, f"site {site!r}: fewer than {limits.min_rows} rows, nothing released"
+            desc, site, f"site {site!r}: fewer than {limits.min_rows} rows, nothing released"
         )
     notes: list[str] = []
     numeric = {c: _numeric(c, n, limits, site, notes) for c, n in desc.numeric.items()}
     levels = {}
     for column, counts in desc.levels.items():
         names = list(counts)
-        kept, hidden = _cells([counts[n] for n in names], least)
+        kept, small, second = _cells([counts[n] for n in names], least)
         levels[column] = dict(zip(names, kept, strict=True))
-        if hidden:
-            notes.append(
-                f"site {site!r}, {column}: {hidden} level(s) under {least} rows suppressed"
-            )
+        if small:
+            notes.append(_said(site, column, "level(s)", small, second))
     comoments = desc.comoments
     if comoments is not None and 0 < comoments.n < limits.min_rows:
         comoments = None
@@ -65,9 +68,9 @@ def _numeric(
     if summary.moments is None or 0 < summary.moments.n < least:
         notes.append(f"site {site!r}, {column}: fewer than {least} values, nothing released")
         return NumericSummary(None, summary.missing, None, None, [None] * len(summary.histogram))
-    histogram, hidden = _cells(summary.histogram, least)
-    if hidden:
-        notes.append(f"site {site!r}, {column}: {hidden} histogram bin(s) suppressed")
+    histogram, small, second = _cells(summary.histogram, least)
+    if small:
+        notes.append(_said(site, column, "histogram bin(s)", small, second))
     extremes = limits.release_extremes
     return replace(
         summary,
@@ -77,7 +80,7 @@ def _numeric(
     )
 
 
-def _withheld(desc: Description, why: str) -> Description:
+def _withheld(desc: Description, site: str, why: str) -> Description:
     numeric = {
         c: NumericSummary(None, 0, None, None, [None] * len(n.histogram))
         for c, n in desc.numeric.items()
@@ -85,4 +88,4 @@ def _withheld(desc: Description, why: str) -> Description:
     levels: dict[str, dict[str, int | None]] = {
         c: dict.fromkeys(counts) for c, counts in desc.levels.items()
     }
-    return Description(0, numeric, levels, None, [*desc.suppressed, why])
+    return Description(0, numeric, levels, None, [*desc.suppressed, why], [site])

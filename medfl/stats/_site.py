@@ -11,6 +11,7 @@ at the coefficients the server sends.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,10 +85,21 @@ def glm_formula(experiment: Experiment) -> Formula:
     return formula
 
 
+def _effect_sites(experiment: Experiment, plan: GlmPlan) -> list[str]:
+    """Sites with a column of their own: all but the first, or, with no intercept and
+    no categorical term to take that place, all of them."""
+    formula = glm_formula(experiment)
+    full = not formula.intercept and not formula.categorical
+    return list(plan.sites) if full else list(plan.sites[1:])
+
+
 def glm_names(experiment: Experiment, plan: GlmPlan) -> list[str]:
-    names = design_names(glm_formula(experiment), plan.vocabulary)
+    formula = glm_formula(experiment)
+    names = design_names(formula, plan.vocabulary)
     if experiment.glm.site_effect:
-        names += [f"{SITE_EFFECT}[T.{s}]" for s in plan.sites[1:]]
+        full = not formula.intercept and not formula.categorical
+        mark = "" if full else "T."
+        names += [f"{SITE_EFFECT}[{mark}{s}]" for s in _effect_sites(experiment, plan)]
     return names
 
 
@@ -118,26 +130,44 @@ class StatsSite:
         return SiteSummary(self.name, 0, {c: (0, 0.0, 0.0) for c in schema.numeric}, levels)
 
     def prepare(self, plan: GlmPlan) -> GlmStart:
-        """Build the design; refuse, naming the limit, what this site's policy forbids."""
+        """Build the design; refuse, naming the limit, what this site's policy forbids.
+        Refusals say which limit, never the small count itself."""
         limits = self.policy.disclosure
         if len(plan.sites) < limits.min_sites:
             self._refuse(
                 f"the federation has {len(plan.sites)} site(s), its policy needs {limits.min_sites}"
             )
         x, y, offset, weights, names, levels = self._design(plan)
+        self._check_outcome(y)
         if len(y) < limits.min_rows:
-            self._refuse(
-                f"{len(y)} usable row(s), fewer than its policy's minimum of {limits.min_rows}"
-            )
+            self._refuse(f"fewer usable rows than its policy's minimum of {limits.min_rows}")
         if len(names) > limits.max_parameters_per_row * len(y):
+            need = math.ceil(len(names) / limits.max_parameters_per_row)
             self._refuse(
-                f"{len(names)} parameters for {len(y)} rows here: its policy allows at most "
-                f"{limits.max_parameters_per_row:g} per row"
+                f"{len(names)} parameters need at least {need} usable rows here (its policy: "
+                f"at most {limits.max_parameters_per_row:g} parameters per row)"
             )
         self._check_cells(levels, y, limits.min_cell_count)
         self._data = (x, y, offset, weights)
         family = self.experiment.glm.family
         return GlmStart(len(y), None if family == "binomial" else float(y.sum()))
+
+    def _check_outcome(self, y: np.ndarray) -> None:
+        family, outcome = self.experiment.glm.family, glm_formula(self.experiment).outcome
+        if family == "binomial" and not np.isin(y, (0.0, 1.0)).all():
+            raise DataError(
+                f"site {self.name!r}: the binomial family needs a 0/1 outcome, and "
+                f"{outcome!r} has other values here (the schema's target is 0/1)",
+                site=self.name,
+                column=outcome,
+            )
+        if family == "poisson" and ((y < 0).any() or (y != np.round(y)).any()):
+            raise DataError(
+                f"site {self.name!r}: the Poisson family needs counts (whole numbers >= 0), "
+                f"and {outcome!r} has other values here",
+                site=self.name,
+                column=outcome,
+            )
 
     def describe(self, request: DescribeRequest) -> dict[str, Description]:
         """This site's description (per outcome stratum when asked), as its policy lets
@@ -199,7 +229,7 @@ class StatsSite:
         offset = offset[keep] if offset is not None else None
         weights = weights[keep] if weights is not None else None
         if spec.site_effect:
-            own = [float(self.name == s) for s in plan.sites[1:]]
+            own = [float(self.name == s) for s in _effect_sites(self.experiment, plan)]
             x = np.hstack([x, np.tile(own, (len(y), 1))])
         return x, y, offset, weights, glm_names(self.experiment, plan), levels
 
@@ -213,7 +243,7 @@ class StatsSite:
         entry is its count; the reference level's is the rest), and, for the binomial,
         no outcome class that small."""
         small = [
-            f"{column}={level} ({count})"
+            f"{column}={level}"
             for column, counts in levels.items()
             for level, count in counts.items()
             if 0 < count < least
@@ -221,8 +251,8 @@ class StatsSite:
         if self.experiment.glm.family == "binomial":
             for label, count in (("positive", int(y.sum())), ("negative", int(len(y) - y.sum()))):
                 if count < least:
-                    small.append(f"{label} outcome ({count})")
+                    small.append(f"the {label} outcome")
         if small:
             self._refuse(
-                f"cell(s) smaller than its policy's minimum of {least} rows: {', '.join(small)}"
+                f"fewer than {least} rows (its policy's minimum cell) in: {', '.join(small)}"
             )

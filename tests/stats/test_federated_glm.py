@@ -58,17 +58,18 @@ def test_small_category_cells_make_the_site_refuse_naming_them() -> None:
         fit_glm(experiment, InProcessStats(experiment, {"switzerland": strict}))
 
     assert str(err.value) == (
-        "site 'switzerland' refuses the GLM: cell(s) smaller than its policy's minimum of 30 "
-        "rows: sex=Female (10)"
+        "site 'switzerland' refuses the GLM: fewer than 30 rows (its policy's minimum cell) "
+        "in: sex=Female"
     )
 
 
 @pytest.mark.parametrize(
     ("disclosure", "message"),
     [
-        ({"min_rows": 500}, "117 usable row(s), fewer than its policy's minimum of 500"),
+        ({"min_rows": 500}, "fewer usable rows than its policy's minimum of 500"),
         ({"max_parameters_per_row": 0.01},
-         "4 parameters for 117 rows here: its policy allows at most 0.01 per row"),
+         "4 parameters need at least 400 usable rows here (its policy: at most 0.01 "
+         "parameters per row)"),
         ({"min_sites": 5}, "the federation has 4 site(s), its policy needs 5"),
     ],
     ids=["rows", "parameters-per-row", "sites"],
@@ -98,8 +99,8 @@ def test_outcome_classes_below_the_cell_minimum_are_refused(tmp_path: Path) -> N
         fit_glm(experiment, InProcessStats(experiment))
 
     assert str(err.value) == (
-        "site 'site-b' refuses the GLM: cell(s) smaller than its policy's minimum of 5 rows: "
-        "positive outcome (3)"
+        "site 'site-b' refuses the GLM: fewer than 5 rows (its policy's minimum cell) in: "
+        "the positive outcome"
     )
 
 
@@ -133,3 +134,45 @@ def test_policy_file_is_read_and_its_mistakes_are_named(tmp_path: Path) -> None:
         ("disclosure.minCellCount", "Input should be greater than or equal to 1"),
         ("disclosure.minRow", "unknown field"),
     ]
+
+
+def test_no_intercept_gives_the_first_categorical_term_every_level_as_patsy_does() -> None:
+    import statsmodels.formula.api as smf
+
+    from medfl.data import prepare_site
+
+    experiment = _heart(formula="num ~ age + sex + thalch - 1")
+    ours = fit_glm(experiment, InProcessStats(experiment))
+    frames = []
+    for site in experiment.sites:
+        table = prepare_site(site, experiment.data_schema)
+        frames.append(table.features.assign(num=table.y.astype(float)))
+    pooled = pd.concat(frames, ignore_index=True).dropna(subset=["age", "sex", "thalch"])
+
+    theirs = smf.glm("num ~ age + C(sex) + thalch - 1", pooled, family=sm.families.Binomial()).fit()
+
+    assert ours.names == ["age", "sex[Female]", "sex[Male]", "thalch"]
+    patsy = ["age", "C(sex)[Female]", "C(sex)[Male]", "thalch"]  # patsy orders terms otherwise
+    np.testing.assert_allclose(ours.params_, theirs.params[patsy].to_numpy(), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.bse_, theirs.bse[patsy].to_numpy(), rtol=0, atol=1e-8)
+    assert ours.aic_ == pytest.approx(theirs.aic, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("formula", "family", "message"),
+    [
+        ("oldpeak ~ age", "poisson",
+         "site 'cleveland': the Poisson family needs counts (whole numbers >= 0), and "
+         "'oldpeak' has other values here"),
+        ("thalch ~ age", "binomial",
+         "site 'cleveland': the binomial family needs a 0/1 outcome, and 'thalch' has other "
+         "values here (the schema's target is 0/1)"),
+    ],
+)  # fmt: skip
+def test_an_outcome_the_family_cannot_model_is_named(formula: str, family: str, message: str):
+    experiment = _heart(formula=formula, family=family)
+
+    with pytest.raises(DataError) as err:
+        fit_glm(experiment, InProcessStats(experiment))
+
+    assert str(err.value).splitlines()[0] == message

@@ -70,18 +70,18 @@ def test_without_suppression_the_figures_equal_the_pooled_rows(heart) -> None:
 
 
 @pytest.mark.parametrize(
-    ("counts", "expected", "hidden"),
+    ("counts", "expected", "small", "second"),
     [
-        ([50, 3, 40], [50, None, None], 2),  # one small cell: the next smallest goes too
-        ([50, 3, 2, 40], [50, None, None, 40], 2),  # two small cells hide each other
-        ([50, 0, 40], [50, 0, 40], 0),  # an empty cell reveals nobody
-        ([4], [None], 1),
+        ([50, 3, 40], [50, None, None], 1, 1),  # one small cell: the next smallest goes too
+        ([50, 3, 2, 40], [50, None, None, 40], 2, 0),  # two small cells hide each other
+        ([50, 0, 40], [50, 0, 40], 0, 0),  # an empty cell reveals nobody
+        ([4], [None], 1, 0),
     ],
 )
 def test_cells_under_the_minimum_are_suppressed_with_a_second_where_needed(
-    counts: list[int], expected: list[int | None], hidden: int
+    counts: list[int], expected: list[int | None], small: int, second: int
 ) -> None:
-    assert _cells(counts, 5) == (expected, hidden)  # type: ignore[arg-type]
+    assert _cells(counts, 5) == (expected, small, second)  # type: ignore[arg-type]
 
 
 def _description(rows: int, n: int) -> Description:
@@ -100,7 +100,8 @@ def test_guard_withholds_a_small_site_and_small_columns_and_the_extremes() -> No
     assert column.numeric["age"].moments is None and column.levels["sex"] == {"F": None, "M": None}
     assert column.suppressed == [
         "site 'sparse', age: fewer than 5 values, nothing released",
-        "site 'sparse', sex: 2 level(s) under 5 rows suppressed",
+        "site 'sparse', sex: 1 level(s) under the cell minimum suppressed, and 1 more so it "
+        "cannot be recovered from the total",
         "site 'sparse': min and max withheld (its policy)",
     ]
     full = guard(_description(40, 40), limits, "big")
@@ -143,3 +144,16 @@ def test_correlating_a_categorical_column_is_named(tmp_path: Path) -> None:
     assert err.value.problems == [
         ("statistics.correlate[1]", "'sex' is not one of the schema's numeric columns")
     ]
+
+
+def test_a_site_that_withholds_everything_is_said_and_totals_marked(heart) -> None:
+    experiment, _ = heart
+    strict = SitePolicy(disclosure=Disclosure(min_rows=400))
+
+    report = describe_federation(experiment, InProcessStats(experiment, {"hungary": strict}))
+    header, rows = table1(report)
+
+    patients = dict(zip(header, rows[0], strict=True))
+    assert patients["hungary"] == "withheld" and patients["overall"] == "≥626"
+    assert report.overall["all"].withheld == ["hungary"]
+    assert report.overall["all"].numeric["age"].minimum is None  # no site released extremes

@@ -176,6 +176,8 @@ def test_singular_design_names_the_dependent_column() -> None:
         ("num ~ C(age)", "C(age): 'age' is numeric in the schema; list it under categorical"),
         ("num ~ age + age", "'age' appears twice"),
         ("num ~ log(age)", "cannot read the term 'log(age)' (use name, C(name), - 1)"),
+        ("num ~ age +", "'num ~ age +' has a '+' or '-' with no term after it"),
+        ("age ~ age + sex", "the outcome 'age' is also a term"),
     ],
 )  # fmt: skip
 def test_formula_mistakes_are_named(text: str, message: str) -> None:
