@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -25,6 +25,7 @@ from medfl.spec._policy import load_policy
 from medfl.stats._site import StatsSite
 from medfl.training import SiteWorker
 
+T = TypeVar("T")
 RUN_CONFIG_KEY = "medfl-experiment"  # where a deployed run carries the spec (JSON)
 # The node's Context.state records: they outlive a process (Ray reuses actors for any
 # node), so a fresh worker rebuilds the site from them.
@@ -73,19 +74,31 @@ def _site_name(experiment: Experiment, context: Context) -> str:
     return experiment.sites[int(context.node_config["partition-id"])].name  # type: ignore[call-overload]
 
 
-def _site(spec_text: str, context: Context) -> tuple[str, _Site]:
+def _this_site(
+    cache: dict[tuple[int, str, str], T], spec_text: str, context: Context,
+    build: Callable[[Experiment, str], T],
+) -> tuple[str, T]:  # fmt: skip
+    """This node's site object for this run, built once per process (from the site's
+    own data file where it names one, medfl site --data)."""
     digest, experiment = _experiment(spec_text)
     name = _site_name(experiment, context)
     key = (context.run_id, digest, name)
-    if key not in _SITES:
-        for old in [k for k in _SITES if k[:2] != key[:2]]:
-            del _SITES[old]  # a finished run's data must not linger in a reused process
-        _single_thread()
-        local = context.node_config.get("data")  # a deployed site's own file (medfl site --data)
+    if key not in cache:
+        for old in [k for k in cache if k[:2] != key[:2]]:
+            del cache[old]  # a finished run's data must not linger in a reused process
+        local = context.node_config.get("data")
         if local:
             experiment = with_site_data(experiment, name, str(local))
-        _SITES[key] = _Site(SiteWorker(experiment, name))
-    return name, _SITES[key]
+        cache[key] = build(experiment, name)
+    return name, cache[key]
+
+
+def _site(spec_text: str, context: Context) -> tuple[str, _Site]:
+    def build(experiment: Experiment, name: str) -> _Site:
+        _single_thread()
+        return _Site(SiteWorker(experiment, name))
+
+    return _this_site(_SITES, spec_text, context, build)
 
 
 def _single_thread() -> None:
@@ -176,20 +189,12 @@ _GLM_PLAN = "medfl-glm-plan"  # the plan the server sent, for a process that nev
 
 
 def _stats_site(spec_text: str, context: Context) -> tuple[str, StatsSite]:
-    digest, experiment = _experiment(spec_text)
-    name = _site_name(experiment, context)
-    key = (context.run_id, digest, name)
-    if key not in _STATS_SITES:
-        for old in [k for k in _STATS_SITES if k[:2] != key[:2]]:
-            del _STATS_SITES[old]
-        local = context.node_config.get("data")
-        if local:
-            experiment = with_site_data(experiment, name, str(local))
-        policy = context.node_config.get("policy")  # the site's own file (medfl site --policy)
-        _STATS_SITES[key] = StatsSite(
-            experiment, name, load_policy(str(policy)) if policy else None
-        )
-    return name, _STATS_SITES[key]
+    policy = context.node_config.get("policy")  # the site's own file (medfl site --policy)
+
+    def build(experiment: Experiment, name: str) -> StatsSite:
+        return StatsSite(experiment, name, load_policy(str(policy)) if policy else None)
+
+    return _this_site(_STATS_SITES, spec_text, context, build)
 
 
 def _stats_hello(name: str, site: StatsSite, _: RecordDict, context: Context) -> RecordDict:
