@@ -102,6 +102,8 @@ def _deployed(experiment: Experiment, args: argparse.Namespace, job: str) -> dic
 
     pairs = tuple((p.partition("=")[0], Path(p.partition("=")[2])) for p in args.site_policy)
     store = RunStore(args.out or new_run_dir(experiment.name))
+    if (store.path / "result.json").exists():
+        raise UsageError(f"{store.path} already holds a run: choose another --out folder")
     store.create(experiment)
     backend = LocalBackend(insecure=args.insecure, site_policies=pairs)
     run_local(experiment, backend, store, False, None, job=job)
