@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
-from medfl.cli._deploy import absolute_path, add_round_timeout
+from medfl.cli._deploy import absolute_path, add_backend, add_round_timeout
 from medfl.cli._deploy import add_parsers as add_deploy_parsers
 from medfl.cli._stats import add_parsers as add_stats_parsers
 from medfl.errors import MedflError, TrainingError
@@ -53,18 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         default="fast",
         help="fast: in-process (default); flower: Flower's simulation engine (Ray)",
     )
-    run.add_argument(
-        "--backend",
-        choices=["simulation", "local"],
-        default="simulation",
-        help="simulation: one process (default); local: Flower's deployment engine, a server "
-        "and one process per site on this machine, TLS and site authentication on",
-    )
-    run.add_argument(
-        "--insecure",
-        action="store_true",
-        help="--backend local without TLS or site authentication (debugging only)",
-    )
+    add_backend(run)
     run.add_argument(
         "--tls-dir",
         type=absolute_path,

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console
@@ -23,6 +24,9 @@ from rich.table import Table
 from medfl.errors import DataError, EmptySiteError, MedflError, UsageError
 from medfl.results import REPORT_FILE, RoundRecord, RunResult, RunStore
 from medfl.spec import Experiment, load_experiment
+
+if TYPE_CHECKING:  # torch loads only where a command needs it
+    from medfl.training import SiteWorker
 
 HEADLINE = ("accuracy", "auc", "sensitivity", "specificity", "f1")
 
@@ -165,10 +169,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from medfl.training import SiteWorker
 
     experiment = load_experiment(args.file)
+    workers = {s.name: SiteWorker(experiment, s.name) for s in experiment.sites}
     reports, errors, empty = [], [], []
-    for site in experiment.sites:
+    for worker in workers.values():
         try:
-            reports.append(SiteWorker(experiment, site.name).hello().report.to_dict())
+            reports.append(worker.hello().report.to_dict())
         except EmptySiteError as exc:
             empty.append(str(exc))
         except DataError as exc:
@@ -179,7 +184,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if errors:
         _show(args, {"sites": reports, "skipped": [], "errors": errors})
         raise DataError("\n".join(errors))
-    model = _starting_model(experiment)  # pretrained weights, frozen and local layers
+    model = _starting_model(experiment, workers)  # pretrained weights, frozen, local layers
     _show(args, {"sites": reports, "skipped": empty, "errors": [], "model": model})
     for note in empty:
         print(
@@ -199,11 +204,12 @@ def _show(args: argparse.Namespace, found: dict) -> None:
         _print_model(found["model"])
 
 
-def _starting_model(experiment: Experiment) -> dict:
-    """The round-0 model as the server would build it, from the sites' aggregates."""
+def _starting_model(experiment: Experiment, workers: dict[str, SiteWorker]) -> dict:
+    """The round-0 model as the server would build it, from the sites' aggregates (the
+    workers keep the data they read for the site reports)."""
     from medfl.training import Federation, InProcessTransport
 
-    setup = Federation(experiment, InProcessTransport(experiment)).setup()
+    setup = Federation(experiment, InProcessTransport(experiment, workers)).setup()
     model = setup.start.info.model_dump(mode="json", by_alias=True)
     return {**model, "features": setup.preprocessor.feature_names, "notes": setup.notes}
 

@@ -83,6 +83,22 @@ def _add_log_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    """--backend and --insecure, as every command that runs over the sites has them."""
+    parser.add_argument(
+        "--backend",
+        choices=["simulation", "local"],
+        default="simulation",
+        help="simulation: one process (default); local: Flower's deployment engine, a server "
+        "and one process per site on this machine, TLS and site authentication on",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="--backend local without TLS or site authentication (debugging only)",
+    )
+
+
 def add_round_timeout(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     parser.add_argument(
         "--round-timeout",

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from medfl.cli._deploy import add_backend
 from medfl.errors import UsageError
 from medfl.spec import Experiment, load_experiment
 from medfl.spec._policy import SitePolicy, load_policy
@@ -24,14 +25,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="SITE=FILE",
         help="a simulated site's own policy file (repeatable); default limits otherwise",
     )
-    parser.add_argument(
-        "--backend",
-        choices=["simulation", "local"],
-        default="simulation",
-        help="simulation: every site in this process (default); local: Flower's deployment "
-        "engine, a server and one process per site on this machine, TLS on",
-    )
-    parser.add_argument("--insecure", action="store_true", help="--backend local without TLS")
+    add_backend(parser)
     parser.add_argument("--out", type=Path, help="--backend local: the run directory")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 

@@ -202,9 +202,11 @@ def _stats_hello(name: str, site: StatsSite, _: RecordDict, context: Context) ->
 
 
 def _glm_prepare(name: str, site: StatsSite, content: RecordDict, context: Context) -> RecordDict:
-    plan = wire.glm_plan_of(content)
-    start = site.prepare(plan)  # refuses, naming the limit, before anything is kept
-    context.state[_GLM_PLAN] = ConfigRecord({"plan": str(wire.config_of(content)["plan"])})
+    text = wire.glm_plan_text(content)
+    start = site.prepare(
+        wire.glm_plan_of(text)
+    )  # refuses, naming the limit, before anything is kept
+    context.state[_GLM_PLAN] = ConfigRecord({"plan": text})
     return wire.glm_start_reply(name, start)
 
 
@@ -213,7 +215,7 @@ def _glm_terms(name: str, site: StatsSite, content: RecordDict, context: Context
         record = context.state.config_records.get(_GLM_PLAN)
         if record is None:
             raise RuntimeError("GLM sums asked for before the plan")
-        site.prepare(wire.glm_plan_of(RecordDict({"config": record})))
+        site.prepare(wire.glm_plan_of(str(record["plan"])))
     beta, mean_y = wire.glm_terms_args(content)
     return wire.glm_terms_reply(name, site.terms(beta, mean_y))
 

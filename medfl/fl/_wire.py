@@ -161,8 +161,12 @@ def glm_plan_request(plan: GlmPlan) -> RecordDict:
     return request(plan=text)
 
 
-def glm_plan_of(content: RecordDict) -> GlmPlan:
-    d = json.loads(str(config_of(content)["plan"]))
+def glm_plan_text(content: RecordDict) -> str:
+    return str(config_of(content)["plan"])
+
+
+def glm_plan_of(text: str) -> GlmPlan:
+    d = json.loads(text)
     return GlmPlan(d["vocabulary"], d["sites"])
 
 
@@ -181,20 +185,22 @@ def glm_start_of(content: RecordDict) -> GlmStart:
 
 def glm_terms_request(beta: np.ndarray | None, mean_y: float) -> RecordDict:
     """``beta`` None: the starting step (no coefficients yet)."""
-    return request(None if beta is None else [beta], **{"mean-y": repr(float(mean_y))})
+    content = request(None if beta is None else [beta])
+    content[_CONFIG] = ConfigRecord({"mean-y": float(mean_y)})  # a float64 travels exactly
+    return content
 
 
 def glm_terms_args(content: RecordDict) -> tuple[np.ndarray | None, float]:
     beta = params_of(content)[0] if _PARAMS in content.array_records else None
-    return beta, float(str(config_of(content)["mean-y"]))
+    return beta, float(config_of(content)["mean-y"])  # type: ignore[arg-type]
 
 
 def glm_terms_reply(site: str, terms: GlmTerms) -> RecordDict:
     sums = ConfigRecord(
         {
-            "deviance": repr(terms.deviance),
-            "pearson": repr(terms.pearson),
-            "loglik": repr(terms.loglik),
+            "deviance": terms.deviance,
+            "pearson": terms.pearson,
+            "loglik": terms.loglik,
             "n": terms.n,
             "edge": terms.edge,
         }
@@ -208,9 +214,9 @@ def glm_terms_of(content: RecordDict) -> GlmTerms:
     return GlmTerms(
         xtwx,
         xtwz,
-        deviance=float(str(sums["deviance"])),
-        pearson=float(str(sums["pearson"])),
-        loglik=float(str(sums["loglik"])),
+        deviance=float(sums["deviance"]),  # type: ignore[arg-type]
+        pearson=float(sums["pearson"]),  # type: ignore[arg-type]
+        loglik=float(sums["loglik"]),  # type: ignore[arg-type]
         n=int(sums["n"]),  # type: ignore[arg-type]
         edge=int(sums["edge"]),  # type: ignore[arg-type]
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 from torch import nn
@@ -19,6 +20,7 @@ from medfl.errors import SpecError
 from medfl.spec._models import ModelSpec, Personalization
 
 Params = list[np.ndarray]
+Role = Literal["sent", "frozen", "local"]
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -61,11 +63,7 @@ class ModelParts:
     def _local_at(self) -> list[int]:
         return [i for i, n in enumerate(self.names) if n in self.local]
 
-    @property
-    def shared_names(self) -> list[str]:
-        return [self.names[i] for i in self._shared_at]
-
-    def role(self, name: str) -> str:
+    def role(self, name: str) -> Role:
         return "frozen" if name in self.frozen else "local" if name in self.local else "sent"
 
     def shared(self, full: Params) -> Params:

@@ -63,7 +63,7 @@ def _record_setup(result: RunResult, setup: Setup) -> None:
     result.excluded_sites = setup.excluded
     result.features = setup.preprocessor.feature_names
     result.model = setup.start.info
-    result.notes += [n for n in setup.notes if n not in result.notes]
+    result.notes += setup.notes
 
 
 def _describe(exc: BaseException) -> str:

@@ -283,10 +283,6 @@ class Personalization(SpecModel):
     def fine_tunes(self) -> bool:
         return self.fine_tune_epochs is not None or self.fine_tune_steps is not None
 
-    @property
-    def keeps_local(self) -> bool:
-        return bool(self.local_layers) or self.local_normalization
-
 
 # --- training and strategy --------------------------------------------------
 

@@ -108,13 +108,3 @@ def table1(report: StatsReport) -> tuple[list[str], list[list[str]]]:
             label = "missing" if level == MISSING_LEVEL else level
             rows.append([f"  {label}", *(c.level(column, level) for c in columns)])
     return header, rows
-
-
-def table1_markdown(report: StatsReport) -> str:
-    header, rows = table1(report)
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    notes = report.overall["all"].suppressed
-    if notes:
-        lines += ["", "Suppressed by the sites' policies:", ""] + [f"- {n}" for n in notes]
-    return "\n".join(lines)

@@ -4,6 +4,7 @@ they need, and which tensors are frozen, kept at the sites or sent."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -37,7 +38,9 @@ def read_source(experiment: Experiment) -> Weights | None:
     return read_weights(pretrained) if pretrained is not None else None
 
 
-def preprocessing_choice(experiment: Experiment, weights: Weights | None) -> str:
+def preprocessing_choice(
+    experiment: Experiment, weights: Weights | None
+) -> Literal["source", "federation"]:
     pretrained = experiment.model.pretrained
     if pretrained is None or weights is None:
         return "federation"
@@ -99,7 +102,7 @@ def starting_model(
             path=spec.pretrained.path,
             kind=weights.kind,
             sha256=weights.sha256,
-            preprocessing=preprocessing_choice(experiment, weights),  # type: ignore[arg-type]
+            preprocessing=preprocessing_choice(experiment, weights),
             loaded=report.loaded,
             reinitialized=report.reinitialized,
             unused=report.unused,
@@ -121,7 +124,7 @@ def starting_model(
     parts = model_parts(model, spec, experiment.personalization)
     base = get_params(model)
     layers = [
-        LayerInfo(name=n, shape=list(np.shape(p)), role=parts.role(n))  # type: ignore[arg-type]
+        LayerInfo(name=n, shape=list(np.shape(p)), role=parts.role(n))
         for n, p in zip(parts.names, base, strict=True)
     ]
     sent = sum(int(np.size(p)) for p in parts.shared(base))
