@@ -358,3 +358,21 @@ def test_stats_prints_table_1_and_json(spec_file, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["overall"]["all"]["rows"] == 240
     assert sorted(report["sites"]) == ["east", "north", "south"]
+
+
+def test_glm_site_policy_given_twice_is_refused(spec_file, tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("disclosure: {minCellCount: 3}\n")
+    argv = ["glm", str(spec_file), "--site-policy", f"north={tmp_path / 'p.yaml'}"]
+
+    assert main([*argv, "--site-policy", f"north={tmp_path / 'p.yaml'}"]) == 2
+
+    assert "--site-policy: site 'north' is given twice" in capsys.readouterr().err
+
+
+def test_glm_on_the_deployment_refuses_an_out_folder_that_holds_a_run(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+
+    assert main(["glm", str(spec_file), "--backend", "local", "--out", str(out)]) == 2
+
+    assert f"{out} already holds a run: choose another --out folder" in capsys.readouterr().err

@@ -308,3 +308,53 @@ def test_first_layer_of_another_width_says_how_to_see_this_federations_inputs(
             "declare the categories with schema.levels so they match the weights')",
         )
     ]
+
+
+@pytest.mark.parametrize(
+    ("pretrained", "problem"),
+    [
+        ({"reinitialize": ["head"]},
+         ("model.pretrained.reinitialize[0]", "'head' matches no layer; the model has: "
+          "hidden1.weight, hidden1.bias, output.weight, output.bias")),
+        ({"rename": {"encoder": "enc"}},
+         ("model.pretrained.rename.encoder", "'encoder' is no layer of this model; it has: "
+          "hidden1.weight, hidden1.bias, output.weight, output.bias")),
+    ],
+    ids=["reinitialize", "rename"],
+)  # fmt: skip
+def test_misspelt_layer_choices_of_a_pretrained_source_are_named(
+    tmp_path: Path, pretrained: dict[str, Any], problem: tuple[str, str]
+) -> None:
+    torch.save(_random_state(9), tmp_path / "w.pt")
+
+    with pytest.raises(SpecError) as err:
+        _start(_doc({"pretrained": {"path": str(tmp_path / "w.pt"), **pretrained}}))
+
+    assert err.value.problems == [problem]
+
+
+def test_broken_safetensors_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "w.safetensors").write_bytes(b"\x00\x01 not a header")
+
+    with pytest.raises(SpecError) as err:
+        _start(_doc({"pretrained": {"path": str(tmp_path / "w.safetensors")}}))
+
+    path, message = err.value.problems[0]
+    assert path == "model.pretrained.path"
+    assert message.startswith(f"{tmp_path / 'w.safetensors'} is not a readable safetensors file")
+
+
+def test_run_folder_from_an_older_medfl_without_layer_names_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "old-run"
+    folder.mkdir()
+    torch.save({"params": [torch.zeros(1, 6), torch.zeros(1)]}, folder / "model.pt")
+
+    with pytest.raises(SpecError) as err:
+        _start(_doc({"pretrained": {"path": str(folder)}}))
+
+    assert err.value.problems == [
+        (
+            "model.pretrained.path",
+            f"{folder / 'model.pt'} was written by an older medfl, without layer names; rerun it",
+        )
+    ]

@@ -176,3 +176,30 @@ def test_an_outcome_the_family_cannot_model_is_named(formula: str, family: str, 
         fit_glm(experiment, InProcessStats(experiment))
 
     assert str(err.value).splitlines()[0] == message
+
+
+def test_offset_or_weights_that_are_no_numeric_column_are_named() -> None:
+    experiment = _heart(formula="num ~ age", offset="sex", weights="height")
+
+    with pytest.raises(SpecError) as err:
+        fit_glm(experiment, InProcessStats(experiment))
+
+    assert err.value.problems == [
+        ("glm.offset", "'sex' is not one of the schema's numeric columns"),
+        ("glm.weights", "'height' is not one of the schema's numeric columns"),
+    ]
+
+
+def test_unreadable_policy_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("disclosure: [unclosed\n")
+
+    with pytest.raises(SpecError) as missing:
+        load_policy(tmp_path / "none.yaml")
+    with pytest.raises(SpecError) as broken:
+        load_policy(tmp_path / "bad.yaml")
+
+    assert str(missing.value) == (
+        f"invalid site policy in {tmp_path / 'none.yaml'}:\n"
+        "  cannot read the policy file: No such file or directory"
+    )
+    assert str(broken.value) == f"invalid site policy in {tmp_path / 'bad.yaml'}:\n  not valid YAML"
