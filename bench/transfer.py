@@ -24,6 +24,7 @@ from pathlib import Path
 
 from medfl import load_experiment, run
 from medfl.results import RunResult
+from medfl.runners import FastEngine
 from medfl.spec import Experiment
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "transfer-learning"
@@ -48,7 +49,11 @@ def _one_seed(seed: int, folder: Path) -> RunResult:
     assert transfer.model.pretrained is not None
     pretrained = transfer.model.pretrained.model_copy(update={"path": str(first.run_dir)})
     model = transfer.model.model_copy(update={"pretrained": pretrained})
-    second = run(_seeded(transfer, seed, model=model), out=folder / f"transfer-{seed}")
+    # As run.sh: Switzerland's policy lets out its metrics on the public UCI data.
+    engine = FastEngine(site_policies=(("switzerland", EXAMPLE / "public-data-policy.yaml"),))
+    second = run(
+        _seeded(transfer, seed, model=model), engine=engine, out=folder / f"transfer-{seed}"
+    )
     return second.result
 
 

@@ -52,9 +52,18 @@ class DataError(MedflError):
         super().__init__(message)
 
 
-class EmptySiteError(DataError):
-    """A site with no usable rows (an empty file, none left after exclusions): skipped
-    when strategy.minSites allows it, unlike a site whose data cannot be read."""
+class SiteExcluded(DataError):
+    """A site that does not take part: skipped when strategy.minSites allows it, unlike
+    a site whose data cannot be read."""
+
+
+class EmptySiteError(SiteExcluded):
+    """A site with no usable rows (an empty file, none left after exclusions)."""
+
+
+class DisclosureRefusal(SiteExcluded):
+    """A site's policy forbids releasing what was asked; the message says which limit,
+    never the small count itself."""
 
 
 class TrainingError(MedflError):
@@ -76,6 +85,7 @@ def error_from_result(kind: str | None, message: str) -> MedflError:
     types: dict[str, type[MedflError]] = {
         "DataError": DataError,
         "EmptySiteError": DataError,
+        "DisclosureRefusal": DataError,
         "SpecError": DataError,  # both exit 3; the message has the spec paths
         "UsageError": UsageError,
     }

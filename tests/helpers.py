@@ -28,7 +28,7 @@ def site_frame(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"age": age, "bp": bp, "sex": sex, "smoker": smoker, "outcome": outcome})
 
 
-def make_frames(sizes: tuple[int, ...] = (80, 60, 40), seed: int = 0) -> dict[str, pd.DataFrame]:
+def make_frames(sizes: tuple[int, ...] = (200, 150, 100), seed: int = 0) -> dict[str, pd.DataFrame]:
     return {
         name: site_frame(n, seed + i)
         for i, (name, n) in enumerate(zip(SITE_NAMES, sizes, strict=False))
@@ -80,7 +80,7 @@ def spec_dict(sites: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
 
 def make_sites(
     tmp_path: Path,
-    sizes: tuple[int, ...] = (80, 60, 40),
+    sizes: tuple[int, ...] = (200, 150, 100),
     *,
     frames: dict[str, pd.DataFrame] | None = None,
     suffix: str = ".csv",

@@ -12,12 +12,22 @@ from medfl.data import prepare_sites
 from medfl.spec import KIND
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-FILES = sorted([*EXAMPLES.rglob("*.yaml"), *EXAMPLES.rglob("*.yml")])
+YAML = sorted([*EXAMPLES.rglob("*.yaml"), *EXAMPLES.rglob("*.yml")])
+POLICIES = [p for p in YAML if p.stem.endswith("policy")]  # a site's own file, not a spec
+FILES = [p for p in YAML if p not in POLICIES]
 IDS = [str(p.relative_to(EXAMPLES)) for p in FILES]
 
 
 def test_there_are_examples() -> None:
     assert FILES
+    assert POLICIES
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=[p.name for p in POLICIES])
+def test_example_site_policy_loads(path: Path) -> None:
+    from medfl.spec._policy import load_policy
+
+    assert load_policy(path).disclosure.min_cell_count == 1
 
 
 @pytest.mark.parametrize("path", FILES, ids=IDS)

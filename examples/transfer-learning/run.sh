@@ -10,4 +10,4 @@ medfl="${MEDFL:-medfl}"
 
 rm -rf "$here/source-run"  # this example's own step-1 output, rebuilt each time
 $medfl run "$here/source.yaml" --out "$here/source-run"
-$medfl run "$here/transfer.yaml" "$@"
+$medfl run "$here/transfer.yaml" --site-policy "switzerland=$here/public-data-policy.yaml" "$@"

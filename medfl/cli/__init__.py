@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
-from medfl.cli._deploy import absolute_path, add_backend, add_round_timeout
+from medfl.cli._deploy import absolute_path, add_backend, add_round_timeout, add_site_policy
 from medfl.cli._deploy import add_parsers as add_deploy_parsers
 from medfl.cli._stats import add_parsers as add_stats_parsers
 from medfl.errors import MedflError, TrainingError
@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fast: in-process (default); flower: Flower's simulation engine (Ray)",
     )
     add_backend(run)
+    add_site_policy(run)
     run.add_argument(
         "--tls-dir",
         type=absolute_path,
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a spec and every site's data")
     validate.add_argument("file", type=Path)
     validate.add_argument("--json", action="store_true", help="print the per-site report as JSON")
+    add_site_policy(validate)
     validate.set_defaults(handler=cmd_validate)
 
     predict = sub.add_parser("predict", help="score new patients with a finished run's model")

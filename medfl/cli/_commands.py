@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -21,9 +22,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from medfl.errors import DataError, EmptySiteError, MedflError, UsageError
+from medfl.cli._deploy import site_policies
+from medfl.errors import DataError, MedflError, SiteExcluded, UsageError
 from medfl.results import REPORT_FILE, RoundRecord, RunResult, RunStore
 from medfl.spec import Experiment, load_experiment
+from medfl.spec._policy import load_policies
 
 if TYPE_CHECKING:  # torch loads only where a command needs it
     from medfl.training import SiteWorker
@@ -134,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=args.quiet)
     engine = _engine(args)  # the options before any file is read
     experiment = _experiment_for(args)
+    engine = dataclasses.replace(engine, site_policies=site_policies(args, experiment))
     if args.backend == "local":
         security = "no TLS" if args.insecure else "TLS on, sites authenticated"
         console.print(
@@ -169,12 +173,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from medfl.training import SiteWorker
 
     experiment = load_experiment(args.file)
-    workers = {s.name: SiteWorker(experiment, s.name) for s in experiment.sites}
+    policies = load_policies(site_policies(args, experiment))
+    workers = {
+        s.name: SiteWorker(experiment, s.name, policy=policies.get(s.name))
+        for s in experiment.sites
+    }
     reports, errors, empty = [], [], []
     for worker in workers.values():
         try:
             reports.append(worker.hello().report.to_dict())
-        except EmptySiteError as exc:
+        except SiteExcluded as exc:
             empty.append(str(exc))
         except DataError as exc:
             errors.append(str(exc))

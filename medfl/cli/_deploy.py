@@ -13,6 +13,8 @@ from pathlib import Path
 from rich.console import Console
 
 from medfl.errors import TrainingError, UsageError
+from medfl.spec import Experiment
+from medfl.spec._policy import PolicyFiles
 
 INSECURE_WARNING = (
     "WARNING: --insecure: no TLS and no site authentication. Anyone on the network can "
@@ -97,6 +99,34 @@ def add_backend(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="--backend local without TLS or site authentication (debugging only)",
     )
+
+
+def add_site_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--site-policy",
+        action="append",
+        default=[],
+        metavar="SITE=FILE",
+        help="a site's own policy file, as `medfl site --policy` reads it (repeatable); "
+        "sites without one keep the default disclosure limits",
+    )
+
+
+def site_policies(args: argparse.Namespace, experiment: Experiment) -> PolicyFiles:
+    """--site-policy pairs, each file read now so a mistake in it is said before any work."""
+    from medfl.spec._policy import load_policy
+
+    names = [s.name for s in experiment.sites]
+    out: dict[str, Path] = {}
+    for pair in args.site_policy:
+        site, sep, path = pair.partition("=")
+        if not sep or site not in names:
+            raise UsageError(f"--site-policy {pair!r}: expected SITE=FILE with SITE one of {names}")
+        if site in out:
+            raise UsageError(f"--site-policy: site {site!r} is given twice")
+        load_policy(path)
+        out[site] = Path(path).resolve()
+    return tuple(out.items())
 
 
 def add_round_timeout(parser: argparse.ArgumentParser, prefix: str = "") -> None:

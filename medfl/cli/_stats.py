@@ -10,21 +10,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from medfl.cli._deploy import add_backend
+from medfl.cli._deploy import add_backend, add_site_policy, site_policies
 from medfl.errors import UsageError
 from medfl.spec import Experiment, load_experiment
-from medfl.spec._policy import SitePolicy, load_policy
+from medfl.spec._policy import PolicyFiles, SitePolicy, load_policies
 from medfl.stats import glm_dict
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--site-policy",
-        action="append",
-        default=[],
-        metavar="SITE=FILE",
-        help="a simulated site's own policy file (repeatable); default limits otherwise",
-    )
+    add_site_policy(parser)
     add_backend(parser)
     parser.add_argument("--out", type=Path, help="--backend local: the run directory")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -43,19 +37,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     stats.set_defaults(handler=cmd_stats)
 
 
-def _policies(pairs: list[str], experiment: Experiment) -> dict[str, SitePolicy]:
-    names = [s.name for s in experiment.sites]
-    out = {}
-    for pair in pairs:
-        site, sep, path = pair.partition("=")
-        if not sep or site not in names:
-            raise UsageError(f"--site-policy {pair!r}: expected SITE=FILE with SITE one of {names}")
-        if site in out:
-            raise UsageError(f"--site-policy: site {site!r} is given twice")
-        out[site] = load_policy(path)
-    return out
-
-
 def _with_overrides(experiment: Experiment, args: argparse.Namespace) -> Experiment:
     changes = {k: v for k, v in (("formula", args.formula), ("family", args.family)) if v}
     if not changes:
@@ -65,11 +46,11 @@ def _with_overrides(experiment: Experiment, args: argparse.Namespace) -> Experim
 
 def cmd_glm(args: argparse.Namespace) -> int:
     experiment = _with_overrides(load_experiment(args.file), args)
-    policies = _policies(args.site_policy, experiment)
+    policies = site_policies(args, experiment)
     if args.backend == "local":
-        fit = _deployed(experiment, args, "glm")
+        fit = _deployed(experiment, args, "glm", policies)
     else:
-        fit = _fit_here(experiment, policies)
+        fit = _fit_here(experiment, load_policies(policies))
     fit = {"formula": experiment.glm.formula, "sites": [s.name for s in experiment.sites], **fit}
     if args.json:
         print(json.dumps(fit, indent=2))
@@ -86,7 +67,9 @@ def _fit_here(experiment: Experiment, policies: dict[str, SitePolicy]) -> dict:
     return glm_dict(fit_glm(experiment, InProcessStats(experiment, policies)))
 
 
-def _deployed(experiment: Experiment, args: argparse.Namespace, job: str) -> dict:
+def _deployed(
+    experiment: Experiment, args: argparse.Namespace, job: str, policies: PolicyFiles
+) -> dict:
     """Over Flower's deployment engine; the ServerApp writes glm.json or stats.json in
     the run folder."""
     from medfl.results import RunStore, new_run_dir
@@ -94,12 +77,11 @@ def _deployed(experiment: Experiment, args: argparse.Namespace, job: str) -> dic
     from medfl.runners._local import run_local
     from medfl.stats._federated import GLM_FILE, STATS_FILE
 
-    pairs = tuple((p.partition("=")[0], Path(p.partition("=")[2])) for p in args.site_policy)
     store = RunStore(args.out or new_run_dir(experiment.name))
     if (store.path / "result.json").exists():
         raise UsageError(f"{store.path} already holds a run: choose another --out folder")
     store.create(experiment)
-    backend = LocalBackend(insecure=args.insecure, site_policies=pairs)
+    backend = LocalBackend(insecure=args.insecure, site_policies=policies)
     run_local(experiment, backend, store, False, None, job=job)
     print(f"medfl: run directory: {store.path}", file=sys.stderr)
     return json.loads((store.path / (GLM_FILE if job == "glm" else STATS_FILE)).read_text())
@@ -110,11 +92,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from medfl.stats._table1 import table1
 
     experiment = load_experiment(args.file)
-    policies = _policies(args.site_policy, experiment)
+    policies = site_policies(args, experiment)
     if args.backend == "local":
-        report = StatsReport.from_dict(_deployed(experiment, args, "stats"))
+        report = StatsReport.from_dict(_deployed(experiment, args, "stats", policies))
     else:
-        report = describe_federation(experiment, InProcessStats(experiment, policies))
+        transport = InProcessStats(experiment, load_policies(policies))
+        report = describe_federation(experiment, transport)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -28,18 +28,21 @@ class SiteReport:
     """What happened to a site's rows and columns; counts only."""
 
     site: str
-    rows_read: int = 0
-    rows_without_outcome: int = 0
-    rows_dropped_missing: int = 0
+    rows_read: int | None = 0  # None: suppressed under the site's cell minimum
+    rows_without_outcome: int | None = 0
+    rows_dropped_missing: int | None = 0
     rows: int = 0
-    positives: int = 0
+    positives: int | None = 0
     dropped_columns: list[str] = field(default_factory=list)
-    missing: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int | None] = field(default_factory=dict)
     unknown_levels: dict[str, list[str]] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)  # the site's disclosure limits
+    withheld: dict[str, str] = field(default_factory=dict)  # split -> why no metrics
+    suppressed: list[str] = field(default_factory=list)  # what this report hides, and why
 
     @property
-    def negatives(self) -> int:
-        return self.rows - self.positives
+    def negatives(self) -> int | None:
+        return None if self.positives is None else self.rows - self.positives
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,11 +56,17 @@ class SiteReport:
             "droppedColumns": self.dropped_columns,
             "missing": self.missing,
             "unknownLevels": self.unknown_levels,
+            "disclosure": {
+                "limits": self.limits,
+                "withheld": self.withheld,
+                "suppressed": self.suppressed,
+            },
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SiteReport:
         """to_dict's inverse (negatives is derived, so it is not read back)."""
+        disclosure = d.get("disclosure", {})  # absent in reports older than the guards
         return cls(
             site=d["site"],
             rows_read=d["rowsRead"],
@@ -68,6 +77,9 @@ class SiteReport:
             dropped_columns=list(d["droppedColumns"]),
             missing=dict(d["missing"]),
             unknown_levels={k: list(v) for k, v in d["unknownLevels"].items()},
+            limits=dict(disclosure.get("limits", {})),
+            withheld=dict(disclosure.get("withheld", {})),
+            suppressed=list(disclosure.get("suppressed", [])),
         )
 
 

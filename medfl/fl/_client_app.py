@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -21,7 +22,7 @@ from flwr.clientapp import ClientApp
 from medfl.errors import SpecError
 from medfl.fl import _wire as wire
 from medfl.spec import Experiment, parse_experiment, with_site_data
-from medfl.spec._policy import load_policy
+from medfl.spec._policy import SitePolicy, load_policy
 from medfl.stats._site import StatsSite
 from medfl.training import SiteWorker
 
@@ -76,10 +77,11 @@ def _site_name(experiment: Experiment, context: Context) -> str:
 
 def _this_site(
     cache: dict[tuple[int, str, str], T], spec_text: str, context: Context,
-    build: Callable[[Experiment, str], T],
+    policies: Mapping[str, Path], build: Callable[[Experiment, str, SitePolicy | None], T],
 ) -> tuple[str, T]:  # fmt: skip
     """This node's site object for this run, built once per process (from the site's
-    own data file where it names one, medfl site --data)."""
+    own data file where it names one, medfl site --data; with its own policy file,
+    medfl site --policy, or a simulated site's from ``policies``)."""
     digest, experiment = _experiment(spec_text)
     name = _site_name(experiment, context)
     key = (context.run_id, digest, name)
@@ -89,16 +91,17 @@ def _this_site(
         local = context.node_config.get("data")
         if local:
             experiment = with_site_data(experiment, name, str(local))
-        cache[key] = build(experiment, name)
+        policy = context.node_config.get("policy") or policies.get(name)
+        cache[key] = build(experiment, name, load_policy(str(policy)) if policy else None)
     return name, cache[key]
 
 
-def _site(spec_text: str, context: Context) -> tuple[str, _Site]:
-    def build(experiment: Experiment, name: str) -> _Site:
+def _site(spec_text: str, context: Context, policies: Mapping[str, Path]) -> tuple[str, _Site]:
+    def build(experiment: Experiment, name: str, policy: SitePolicy | None) -> _Site:
         _single_thread()
-        return _Site(SiteWorker(experiment, name))
+        return _Site(SiteWorker(experiment, name, policy=policy))
 
-    return _this_site(_SITES, spec_text, context, build)
+    return _this_site(_SITES, spec_text, context, policies, build)
 
 
 def _single_thread() -> None:
@@ -127,12 +130,17 @@ def _ready(site: _Site, context: Context) -> SiteWorker:
     return site.worker
 
 
-Lookup = Callable[[str, Context], tuple[str, Any]]  # the site's name and its worker
+# The site's name and its worker, from the spec, the node and the simulated sites' policies.
+Lookup = Callable[[str, Context, Mapping[str, Path]], tuple[str, Any]]
 Handler = Callable[[str, Any, RecordDict, Context], RecordDict]
 
 
 def _answer(
-    lookup: Lookup, spec_text: str, message: Message, context: Context, handle: Handler
+    lookup: Callable[[str, Context], tuple[str, Any]],
+    spec_text: str,
+    message: Message,
+    context: Context,
+    handle: Handler,
 ) -> Message:
     """Run one handler; whatever the site raises goes back as data naming the site."""
     name = f"partition {context.node_config.get('partition-id')}"
@@ -188,13 +196,10 @@ _STATS_SITES: dict[tuple[int, str, str], StatsSite] = {}
 _GLM_PLAN = "medfl-glm-plan"  # the plan the server sent, for a process that never saw it
 
 
-def _stats_site(spec_text: str, context: Context) -> tuple[str, StatsSite]:
-    policy = context.node_config.get("policy")  # the site's own file (medfl site --policy)
-
-    def build(experiment: Experiment, name: str) -> StatsSite:
-        return StatsSite(experiment, name, load_policy(str(policy)) if policy else None)
-
-    return _this_site(_STATS_SITES, spec_text, context, build)
+def _stats_site(
+    spec_text: str, context: Context, policies: Mapping[str, Path]
+) -> tuple[str, StatsSite]:
+    return _this_site(_STATS_SITES, spec_text, context, policies, StatsSite)
 
 
 def _stats_hello(name: str, site: StatsSite, _: RecordDict, context: Context) -> RecordDict:
@@ -226,17 +231,24 @@ def _stats_describe(
     return wire.description_reply(name, site.describe(wire.describe_request_of(content)))
 
 
-def make_client_app(spec_text: str | None = None) -> ClientApp:
+def make_client_app(
+    spec_text: str | None = None, policies: Mapping[str, Path] | None = None
+) -> ClientApp:
     """The ClientApp for one experiment (its spec as JSON), or, without one, for the
-    spec a deployed run carries in its run config under ``medfl-experiment``."""
+    spec a deployed run carries in its run config under ``medfl-experiment``.
+    ``policies``: simulated sites' policy files (a deployed site names its own)."""
     app = ClientApp()
+    files = dict(policies or {})
 
     def spec(context: Context) -> str:
         return spec_text if spec_text is not None else str(context.run_config[RUN_CONFIG_KEY])
 
     def handler(lookup: Lookup, handle: Handler) -> Callable[[Message, Context], Message]:
+        def site(text: str, context: Context) -> tuple[str, Any]:
+            return lookup(text, context, files)
+
         def answer(message: Message, context: Context) -> Message:
-            return _answer(lookup, spec(context), message, context, handle)
+            return _answer(site, spec(context), message, context, handle)
 
         return answer
 

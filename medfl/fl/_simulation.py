@@ -18,6 +18,7 @@ from medfl.fl._server_app import ServerSession, make_server_app
 from medfl.fl._transport import Timeouts
 from medfl.results import RunResult, RunStore
 from medfl.spec import Experiment, parse_experiment
+from medfl.spec._policy import PolicyFiles
 
 if TYPE_CHECKING:
     from medfl.runners._drive import DriveOptions
@@ -73,6 +74,7 @@ def run_flower_simulation(
     options: DriveOptions,
     num_cpus: int = 2,
     timeouts: Timeouts | None = None,
+    policies: PolicyFiles = (),
 ) -> RunResult:
     """Run ``experiment`` on Flower's simulation engine and return its RunResult.
 
@@ -92,7 +94,7 @@ def run_flower_simulation(
         with _quiet_engine(), _single_thread():
             run_simulation(
                 server_app=make_server_app(session),
-                client_app=make_client_app(_portable_spec(experiment)),
+                client_app=make_client_app(_portable_spec(experiment), dict(policies)),
                 num_supernodes=len(experiment.sites),
                 backend_config=_backend_config(num_cpus),  # type: ignore[arg-type]
             )

@@ -14,10 +14,10 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, MetricRecord, RecordDict
 
 from medfl.data import Preprocessor, SiteReport, SiteSummary
-from medfl.errors import DataError, MedflError, TrainingError
+from medfl.errors import DataError, DisclosureRefusal, MedflError, TrainingError
 from medfl.stats import GlmTerms
 from medfl.stats._describe import Description
-from medfl.stats._site import DescribeRequest, DisclosureRefusal, GlmPlan, GlmStart
+from medfl.stats._site import DescribeRequest, GlmPlan, GlmStart
 from medfl.training import EmptySiteError, LocalUpdate, Metrics, Params, SiteFailure, SiteHello
 
 # Message types: Flower routes "<category>.<action>" to the handler registered for it.

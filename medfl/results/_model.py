@@ -33,6 +33,7 @@ class SiteRound(_Out):
     metrics: Metrics = Field(default_factory=dict)
     validation_examples: int = 0
     reason: str | None = None
+    withheld: str | None = None  # why the site kept its validation metrics (its policy)
 
 
 class RoundRecord(_Out):
@@ -53,6 +54,7 @@ class Evaluation(_Out):
     metrics: Metrics
     mean_over_sites: Metrics
     sites: dict[str, SiteEvaluation]
+    withheld: dict[str, str] = Field(default_factory=dict)  # site -> why (its policy)
 
 
 class LayerInfo(_Out):

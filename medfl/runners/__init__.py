@@ -18,6 +18,7 @@ from medfl.runners._drive import DriveOptions, Progress, drive
 from medfl.runners._local import LocalBackend
 from medfl.spec import Experiment
 from medfl.spec._load import resolve_paths
+from medfl.spec._policy import PolicyFiles, load_policies
 
 __all__ = ["FastEngine", "FlowerEngine", "LocalBackend", "RunOutcome", "run"]
 
@@ -26,6 +27,7 @@ __all__ = ["FastEngine", "FlowerEngine", "LocalBackend", "RunOutcome", "run"]
 class FastEngine:
     """Every site in this process; no Ray start-up."""
 
+    site_policies: PolicyFiles = ()  # (site, its policy file); default limits for the rest
     name: str = "fast"
 
 
@@ -36,6 +38,7 @@ class FlowerEngine:
     num_cpus: int = 2
     startup_timeout_s: float = 180.0  # Ray and the apps start, sites read their data
     reply_timeout_s: float = 600.0  # any later request, a round's training included
+    site_policies: PolicyFiles = ()  # (site, its policy file); default limits for the rest
     name: str = "flower"
 
 
@@ -61,13 +64,16 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _check_sites_here(experiment: Experiment, store: RunStore, engine: Engine) -> None:
+def _check_sites_here(
+    experiment: Experiment, store: RunStore, engine: Engine, options: DriveOptions
+) -> None:
     """In a simulation every site's data is on this machine: a bad site fails in a
     second here rather than after Ray has started (the sites check again there)."""
     from medfl.training import Federation, InProcessTransport
 
+    transport = InProcessTransport(experiment, policies=options.policies)
     try:
-        Federation(experiment, InProcessTransport(experiment)).setup()
+        Federation(experiment, transport).setup()
     except MedflError as exc:
         failed = RunResult(name=experiment.name, engine=engine.name, status="failed")
         failed.error = str(exc)
@@ -81,19 +87,22 @@ def _execute(
     if isinstance(engine, LocalBackend):
         from medfl.runners._local import run_local
 
-        _check_sites_here(experiment, store, engine)
+        _check_sites_here(experiment, store, engine, options)
         return run_local(experiment, engine, store, options.resume, options.progress)
     if isinstance(engine, FlowerEngine):
         from medfl.fl import Timeouts, run_flower_simulation
 
-        _check_sites_here(experiment, store, engine)
+        _check_sites_here(experiment, store, engine, options)
 
         timeouts = Timeouts(engine.startup_timeout_s, engine.reply_timeout_s)
-        return run_flower_simulation(experiment, store, options, engine.num_cpus, timeouts)
+        return run_flower_simulation(
+            experiment, store, options, engine.num_cpus, timeouts, engine.site_policies
+        )
     from medfl.training import InProcessTransport
 
+    transport = InProcessTransport(experiment, policies=options.policies)
     with _single_thread():
-        return drive(experiment, InProcessTransport(experiment), store, options)
+        return drive(experiment, transport, store, options)
 
 
 def run(
@@ -127,7 +136,11 @@ def run(
         experiment = resolve_paths(experiment, Path.cwd())
         store = _new_store(experiment, out)
     options = DriveOptions(
-        engine=engine.name, resume=resume is not None, baselines=baselines, progress=progress
+        engine=engine.name,
+        resume=resume is not None,
+        baselines=baselines,
+        progress=progress,
+        policies=load_policies(engine.site_policies),
     )
     try:
         result = _execute(experiment, engine, store, options)

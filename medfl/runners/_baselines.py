@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medfl.errors import TrainingError
+from medfl.errors import DisclosureRefusal, TrainingError
 from medfl.results._model import Evaluation, SiteEvaluation
 from medfl.spec import Experiment, FedAvg
+from medfl.spec._policy import SitePolicy
 from medfl.training import (
     Checkpoint,
     Federation,
@@ -44,8 +45,10 @@ def _pooled_worker(experiment: Experiment, workers: dict[str, SiteWorker]) -> Si
     return SiteWorker.from_splits(experiment, POOLED, splits)
 
 
-def _workers(experiment: Experiment, setup: Setup, start: StartingModel) -> dict[str, SiteWorker]:
-    workers = {n: SiteWorker(experiment, n) for n in setup.active}
+def _workers(
+    experiment: Experiment, setup: Setup, start: StartingModel, policies: dict[str, SitePolicy]
+) -> dict[str, SiteWorker]:
+    workers = {n: SiteWorker(experiment, n, policy=policies.get(n)) for n in setup.active}
     for worker in workers.values():
         worker.hello()
         worker.configure(setup.preprocessor, start.base)
@@ -53,7 +56,10 @@ def _workers(experiment: Experiment, setup: Setup, start: StartingModel) -> dict
 
 
 def compute_baselines(
-    experiment: Experiment, setup: Setup, notes: list[str]
+    experiment: Experiment,
+    setup: Setup,
+    notes: list[str],
+    policies: dict[str, SitePolicy] | None = None,
 ) -> dict[str, Evaluation]:
     """Each requested baseline; one that cannot train is left out and said in ``notes``.
     All start from the run's starting model and input encoding but ``scratch``, which
@@ -61,8 +67,9 @@ def compute_baselines(
     kinds = experiment.evaluation.baselines
     if not kinds:
         return {}
+    policies = policies or {}
     plain = experiment.model_copy(update={"strategy": FedAvg()})
-    workers = _workers(plain, setup, setup.start)
+    workers = _workers(plain, setup, setup.start, policies)
     fed = Federation(plain, InProcessTransport(plain, workers))
     out: dict[str, Evaluation] = {}
     if "pretrained" in kinds:
@@ -79,7 +86,7 @@ def compute_baselines(
             notes.append(f"pooled baseline left out: {exc}")
     if "scratch" in kinds:
         try:
-            out["scratch"] = _scratch(experiment, setup)
+            out["scratch"] = _scratch(experiment, setup, policies)
         except TrainingError as exc:
             notes.append(f"scratch baseline left out: {exc}")
     return out
@@ -88,7 +95,7 @@ def compute_baselines(
 def _local(
     fed: Federation, workers: dict[str, SiteWorker], setup: Setup, notes: list[str]
 ) -> Evaluation:
-    sites = {}
+    sites, withheld = {}, {}
     for name in setup.active:
         # A site whose updates the federation rejects cannot train alone either: its
         # local baseline is undefined and left out, like an undefined metric.
@@ -97,17 +104,21 @@ def _local(
         except TrainingError as exc:
             notes.append(f"local baseline of site {name!r} left out: {exc}")
             continue
-        metrics, n = workers[name].evaluate(params, "test")
+        try:
+            metrics, n = workers[name].evaluate(params, "test")
+        except DisclosureRefusal as exc:
+            withheld[name] = str(exc)
+            continue
         sites[name] = SiteEvaluation(metrics=metrics, num_examples=n)
-    return over_sites(sites)
+    return over_sites(sites, withheld)
 
 
-def _scratch(experiment: Experiment, setup: Setup) -> Evaluation:
+def _scratch(experiment: Experiment, setup: Setup, policies: dict[str, SitePolicy]) -> Evaluation:
     """The same federation (strategy, rounds, sites, encoding) from random weights."""
     model = experiment.model.model_copy(update={"pretrained": None, "freeze": []})
     fresh = experiment.model_copy(update={"model": model})
     start = starting_model(fresh, setup.preprocessor, None)
-    fed = Federation(fresh, InProcessTransport(fresh, _workers(fresh, setup, start)))
+    fed = Federation(fresh, InProcessTransport(fresh, _workers(fresh, setup, start, policies)))
     scratch = Setup(setup.active, {}, {}, setup.preprocessor, start)
     params = fed.run_rounds(scratch, Checkpoint(start.initial(), {}))
     return fed.evaluate(params, setup.active)

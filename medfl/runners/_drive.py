@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from medfl.errors import MedflError, UsageError
 from medfl.results._model import RoundRecord, RunResult
 from medfl.results._store import RunStore
 from medfl.runners._baselines import compute_baselines
 from medfl.spec import Experiment
+from medfl.spec._policy import SitePolicy
 from medfl.training import Checkpoint, Federation, Params, ServerOptimizer, Setup, Transport
 
 log = logging.getLogger("medfl.run")
@@ -30,6 +31,7 @@ class DriveOptions:
     baselines: bool = True
     progress: Progress | None = None
     no_baselines_because: str | None = None  # said in result.json when baselines are off
+    policies: dict[str, SitePolicy] = field(default_factory=dict)  # simulated sites' own
 
 
 def _start(store: RunStore, setup: Setup, resume: bool) -> Checkpoint:
@@ -120,7 +122,7 @@ def drive(
         _save_model(store, setup, params, experiment, result.notes)
         if options.baselines:
             started = time.perf_counter()
-            result.baselines = compute_baselines(experiment, setup, result.notes)
+            result.baselines = compute_baselines(experiment, setup, result.notes, options.policies)
             result.timings["baselineSeconds"] = time.perf_counter() - started
         elif experiment.evaluation.baselines and options.no_baselines_because:
             result.notes.append(f"baselines left out: {options.no_baselines_because}")

@@ -66,3 +66,11 @@ def load_policy(path: str | Path) -> SitePolicy:
         return SitePolicy.model_validate(doc)
     except ValidationError as err:
         raise PolicyError(_problems(err, ""), str(path)) from None
+
+
+PolicyFiles = tuple[tuple[str, Path], ...]  # (site, its policy file): what a runner is given
+
+
+def load_policies(files: PolicyFiles) -> dict[str, SitePolicy]:
+    """Each simulated site's policy, read at the site boundary (default limits for the rest)."""
+    return {site: load_policy(path) for site, path in files}

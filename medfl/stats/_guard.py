@@ -15,20 +15,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from medfl.data._disclosure import suppress_cells
 from medfl.spec._policy import Disclosure
 from medfl.stats._describe import Description, NumericSummary
-
-
-def _cells(counts: list[int | None], least: int) -> tuple[list[int | None], int, int]:
-    """Primary and secondary suppression of one table's cells; how many cells were
-    small, and how many more were hidden so those cannot be recovered from the total."""
-    out = [None if c is not None and 0 < c < least else c for c in counts]
-    small = sum(1 for a, b in zip(counts, out, strict=True) if a is not None and b is None)
-    rest = [(c, i) for i, c in enumerate(out) if c]
-    if small == 1 and rest:
-        out[min(rest)[1]] = None
-        return out, small, 1
-    return out, small, 0
 
 
 def _said(site: str, column: str, what: str, small: int, second: int) -> str:
@@ -48,7 +37,7 @@ def guard(desc: Description, limits: Disclosure, site: str) -> Description:
     levels = {}
     for column, counts in desc.levels.items():
         names = list(counts)
-        kept, small, second = _cells([counts[n] for n in names], least)
+        kept, small, second = suppress_cells([counts[n] for n in names], least)
         levels[column] = dict(zip(names, kept, strict=True))
         if small:
             notes.append(_said(site, column, "level(s)", small, second))
@@ -68,7 +57,7 @@ def _numeric(
     if summary.moments is None or 0 < summary.moments.n < least:
         notes.append(f"site {site!r}, {column}: fewer than {least} values, nothing released")
         return NumericSummary(None, summary.missing, None, None, [None] * len(summary.histogram))
-    histogram, small, second = _cells(summary.histogram, least)
+    histogram, small, second = suppress_cells(summary.histogram, least)
     if small:
         notes.append(_said(site, column, "histogram bin(s)", small, second))
     extremes = limits.release_extremes

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medfl.data import SiteSummary, SiteTable, prepare_site, summarize
-from medfl.errors import DataError, SpecError
+from medfl.errors import DataError, DisclosureRefusal, SpecError
 from medfl.spec import Experiment
 from medfl.spec._policy import SitePolicy
 from medfl.stats._describe import Description, describe
@@ -26,10 +26,6 @@ from medfl.stats._glm import Family, GlmTerms, site_terms
 from medfl.stats._guard import guard
 
 SITE_EFFECT = "site"
-
-
-class DisclosureRefusal(DataError):
-    """A site's policy forbids releasing what was asked; the message says why, in counts."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from medfl.data import Preprocessor
-from medfl.errors import DataError, EmptySiteError, TrainingError
+from medfl.errors import DataError, DisclosureRefusal, SiteExcluded, TrainingError
 from medfl.results._model import Evaluation, RoundRecord, SiteEvaluation, SiteRound
 from medfl.spec import Experiment
 from medfl.training._aggregate import ServerOptimizer, weighted_average
@@ -105,11 +105,11 @@ class Federation:
         hard = [
             a
             for a in answers.values()
-            if isinstance(a, Exception) and not isinstance(a, EmptySiteError)
+            if isinstance(a, Exception) and not isinstance(a, SiteExcluded)
         ]
         if hard:
             raise _combined(hard)
-        excluded = {n: str(a) for n, a in answers.items() if isinstance(a, EmptySiteError)}
+        excluded = {n: str(a) for n, a in answers.items() if isinstance(a, SiteExcluded)}
         hellos = {n: a for n, a in answers.items() if isinstance(a, SiteHello)}
         need = min(self.experiment.min_sites, len(names))
         if len(hellos) < need:
@@ -171,6 +171,9 @@ class Federation:
         params = self.optimizer.apply(params, weighted_average(accepted))
         per_site = []
         for name, scored in self.transport.evaluate(params, "validation", active).items():
+            if isinstance(scored, DisclosureRefusal):  # the site's hello report says so
+                sites[name].withheld = str(scored)
+                continue
             if isinstance(scored, Exception):
                 sites[name].reason = sites[name].reason or f"evaluation failed: {_reason(scored)}"
                 continue
@@ -194,30 +197,38 @@ class Federation:
 
 
 def _evaluation(answers: dict[str, tuple[Metrics, int] | Exception], what: str) -> Evaluation:
-    sites = {}
+    sites, withheld = {}, {}
     for name, answer in answers.items():
-        if isinstance(answer, Exception):
+        if isinstance(answer, DisclosureRefusal):
+            withheld[name] = str(answer)
+        elif isinstance(answer, Exception):
             log.warning("%s: site %r failed: %s", what, name, _reason(answer))
-            continue
-        sites[name] = SiteEvaluation(metrics=answer[0], num_examples=answer[1])
-    return over_sites(sites)
+        else:
+            sites[name] = SiteEvaluation(metrics=answer[0], num_examples=answer[1])
+    return over_sites(sites, withheld)
 
 
-def over_sites(sites: dict[str, SiteEvaluation]) -> Evaluation:
-    """The federation's figures from each site's: example-weighted, and plain mean."""
+def over_sites(
+    sites: dict[str, SiteEvaluation], withheld: dict[str, str] | None = None
+) -> Evaluation:
+    """The federation's figures from each site's: example-weighted, and plain mean.
+    Sites that withhold theirs (their policy) are not in them, and are named."""
     pairs = [(s.metrics, s.num_examples) for s in sites.values()]
     return Evaluation(
         metrics=weighted(pairs),
         mean_over_sites=unweighted([s.metrics for s in sites.values()]),
         sites=sites,
+        withheld=withheld or {},
     )
 
 
 def _check_both_classes(experiment: Experiment, hellos: dict[str, SiteHello]) -> None:
     """A federation without one of the classes has nothing to learn; most often the
     outcome's spelling at the sites differs from schema.target.positive."""
-    positives = sum(h.report.positives for h in hellos.values())
-    negatives = sum(h.report.negatives for h in hellos.values())
+    # A suppressed count (None) is one of 1 to minCellCount - 1: the class is there.
+    reports = [h.report for h in hellos.values()]
+    positives = sum(1 if r.positives is None else r.positives for r in reports)
+    negatives = sum(1 if r.negatives is None else r.negatives for r in reports)
     if positives and negatives:
         return
     missing = "positive" if not positives else "negative"

@@ -9,6 +9,7 @@ from typing import TypeVar
 from medfl.data import Preprocessor
 from medfl.errors import MedflError
 from medfl.spec import Experiment
+from medfl.spec._policy import SitePolicy
 from medfl.training._federation import SiteFailure
 from medfl.training._local import LocalUpdate, Params
 from medfl.training._metrics import Metrics
@@ -28,8 +29,17 @@ def _ask(name: str, call: Callable[[], T]) -> T | Exception:
 
 
 class InProcessTransport:
-    def __init__(self, experiment: Experiment, workers: dict[str, SiteWorker] | None = None):
-        self.workers = workers or {s.name: SiteWorker(experiment, s.name) for s in experiment.sites}
+    def __init__(
+        self,
+        experiment: Experiment,
+        workers: dict[str, SiteWorker] | None = None,
+        policies: dict[str, SitePolicy] | None = None,
+    ):
+        policies = policies or {}
+        self.workers = workers or {
+            s.name: SiteWorker(experiment, s.name, policy=policies.get(s.name))
+            for s in experiment.sites
+        }
 
     def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]:
         return {n: _ask(n, self.workers[n].hello) for n in sites}

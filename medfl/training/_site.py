@@ -20,9 +20,11 @@ from medfl.data import (
     stratified_split,
     summarize,
 )
-from medfl.errors import EmptySiteError, TrainingError
+from medfl.data._disclosure import released_report, released_summary, withheld_split
+from medfl.errors import DisclosureRefusal, EmptySiteError, TrainingError
 from medfl.models import ModelParts, build_model, model_parts
 from medfl.spec import Experiment, FedAvg
+from medfl.spec._policy import SitePolicy
 from medfl.training._local import LocalData, LocalUpdate, Params, evaluate, train_local
 from medfl.training._metrics import Metrics
 
@@ -38,11 +40,20 @@ class SiteHello:
 
 
 class SiteWorker:
-    """One site's data and the local operations the server may ask for."""
+    """One site's data and the local operations the server may ask for, under the
+    disclosure limits of its own policy (default limits without one)."""
 
-    def __init__(self, experiment: Experiment, name: str, table: SiteTable | None = None) -> None:
+    def __init__(
+        self,
+        experiment: Experiment,
+        name: str,
+        table: SiteTable | None = None,
+        policy: SitePolicy | None = None,
+    ) -> None:
         self.experiment = experiment
         self.name = name
+        self.limits = (policy or SitePolicy()).disclosure
+        self._withheld: dict[str, str] = {}  # split -> why its metrics stay here
         self._table = table
         self._frames: dict[SplitName, pd.DataFrame] = {}
         self._labels: dict[SplitName, np.ndarray] = {}
@@ -78,9 +89,37 @@ class SiteWorker:
                 f"{table.report.rows_dropped_missing} dropped for missing values)",
                 site=self.name,
             )
+        self._check_policy(table.report.rows)
         schema = self.experiment.data_schema
+        least = self.limits.min_cell_count
         summary = summarize(self.name, self._frames["train"], table.features, schema)
-        return SiteHello(summary, table.report)
+        report = released_report(table.report, self.limits)
+        scored: tuple[SplitName, ...] = ("validation", "test")
+        for part in scored:
+            if (why := withheld_split(self._labels[part], least)) is not None:
+                report.withheld[part] = why
+        self._withheld = report.withheld
+        return SiteHello(released_summary(summary, least), report)
+
+    def _check_policy(self, rows: int) -> None:
+        """Take part only where this site's policy allows (before anything is released)."""
+        limits, sites = self.limits, len(self.experiment.sites)
+        if sites < limits.min_sites:
+            self._refuse(
+                f"the experiment lists {sites} site(s), its policy needs {limits.min_sites}"
+            )
+        if rows < limits.min_rows:
+            self._refuse(f"fewer usable rows than its policy's minimum of {limits.min_rows}")
+
+    def _refuse(self, why: str) -> None:
+        raise DisclosureRefusal(f"site {self.name!r} takes no part: {why}", site=self.name)
+
+    def _check_release(self, split: SplitName) -> None:
+        if split in self._withheld:
+            raise DisclosureRefusal(
+                f"site {self.name!r} withholds its {split} metrics: {self._withheld[split]}",
+                site=self.name,
+            )
 
     def configure(self, preprocessor: Preprocessor, base: Params) -> None:
         """The input encoding and the whole round-0 model (frozen and local layers
@@ -116,6 +155,7 @@ class SiteWorker:
 
     def evaluate(self, params: Params, split: SplitName) -> tuple[Metrics, int]:
         assert self._model is not None, "configure() before evaluate()"
+        self._check_release(split)
         data = self._data[split]
         threshold = self.experiment.evaluation.threshold
         return evaluate(self._model, self._whole(params), data, threshold), len(data)
@@ -124,6 +164,7 @@ class SiteWorker:
         """Fine-tune the global model on this site's training split; its metrics on this
         site's test split. The fine-tuned weights stay here."""
         assert self._model is not None
+        self._check_release("test")
         personal = self.experiment.personalization
         training = self.experiment.training
         cfg = training.model_copy(

@@ -84,7 +84,7 @@ def test_split_column_reaches_the_report_as_not_dropped(tmp_path, run_fast) -> N
     )
     result = read_result(outcome.run_dir)
     assert result["sites"]["site-a"]["droppedColumns"] == []
-    assert result["final"]["sites"]["site-a"]["numExamples"] == 20  # 80 rows, every 4th
+    assert result["final"]["sites"]["site-a"]["numExamples"] == 50  # 200 rows, every 4th
     assert result["rounds"][0]["sites"]["site-a"]["validationExamples"] == 0
 
 

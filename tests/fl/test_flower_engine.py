@@ -80,9 +80,9 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
     empty = _site_frame(rng, 10)
     empty["outcome"] = None
     frames = {
-        "alpha": _site_frame(rng, 60),
-        "beta": _site_frame(rng, 45),
-        "gamma": _site_frame(rng, 70),
+        "alpha": _site_frame(rng, 120),
+        "beta": _site_frame(rng, 90),
+        "gamma": _site_frame(rng, 140),
         "delta": _site_frame(rng, 40, age_scale=1e30),
         "epsilon": _site_frame(rng, 30).assign(bp=1e25),
         "empty": empty,

@@ -52,9 +52,9 @@ HOSTILE = {
     "not utf-8": "cannot read ",
     "corrupt parquet": "cannot read ",
     "no rows": "no training rows (0 read, 0 without outcome, 0 dropped for missing values)",
-    "no outcome": "no training rows (60 read, 60 without outcome, 0 dropped for missing values)",
+    "no outcome": "no training rows (150 read, 150 without outcome, 0 dropped for missing values)",
     "all rows dropped for missing values": (
-        "no training rows (60 read, 0 without outcome, 60 dropped for missing values)"
+        "no training rows (150 read, 0 without outcome, 150 dropped for missing values)"
     ),
 }
 
@@ -90,7 +90,7 @@ def test_empty_site_is_skipped_when_min_sites_allows(tmp_path, run_fast, kind) -
     del frames["site-b"]
     two = run_fast(make_sites(tmp_path / "two", frames=frames), out="two")
     assert_same_arrays(model_arrays(outcome.run_dir), model_arrays(two.run_dir))
-    assert result["rounds"][0]["sites"]["site-a"]["numExamples"] == 48  # 80 - 16 - 16
+    assert result["rounds"][0]["sites"]["site-a"]["numExamples"] == 120  # 200 - 40 - 40
 
 
 def test_empty_site_fails_when_min_sites_needs_it(tmp_path, run_fast) -> None:

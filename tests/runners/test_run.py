@@ -70,23 +70,23 @@ def test_result_json_has_rounds_final_metrics_and_timings(tmp_path, run_fast) ->
         assert set(record["metrics"]) == METRIC_NAMES
         assert set(record["sites"]) == {"site-a", "site-b", "site-c"}
         site = record["sites"]["site-a"]
-        assert (site["status"], site["numExamples"], site["steps"]) == ("ok", 48, 3)
-        assert site["validationExamples"] == 16
+        assert (site["status"], site["numExamples"], site["steps"]) == ("ok", 120, 8)
+        assert site["validationExamples"] == 40
         assert set(site["metrics"]) == METRIC_NAMES
     final = result["final"]
     assert {"accuracy", "auc", "loss"} <= set(final["metrics"])
     assert all(final["metrics"][m] is not None for m in ("accuracy", "auc", "loss"))
     assert {n: s["numExamples"] for n, s in final["sites"].items()} == {
-        "site-a": 16,
-        "site-b": 12,
-        "site-c": 8,
+        "site-a": 40,
+        "site-b": 30,
+        "site-c": 20,
     }
     assert final["metrics"]["accuracy"] == pytest.approx(
-        sum(s["metrics"]["accuracy"] * s["numExamples"] for s in final["sites"].values()) / 36
+        sum(s["metrics"]["accuracy"] * s["numExamples"] for s in final["sites"].values()) / 90
     )
     assert result["baselines"] == {}
     assert set(result["timings"]) == {"setupSeconds", "trainingSeconds", "totalSeconds"}
-    assert result["sites"]["site-a"]["rows"] == 80
+    assert result["sites"]["site-a"]["rows"] == 200
     assert result["features"] == ["age", "bp", "sex=female", "sex=male", "smoker=no", "smoker=yes"]
 
 

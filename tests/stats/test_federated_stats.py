@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from medfl.data import prepare_site
+from medfl.data._disclosure import suppress_cells
 from medfl.errors import DataError, SpecError
 from medfl.spec import load_experiment, parse_experiment
 from medfl.spec._policy import Disclosure, SitePolicy
 from medfl.stats._describe import Description, Moments, NumericSummary
 from medfl.stats._federated import InProcessStats, describe_federation
-from medfl.stats._guard import _cells, guard
+from medfl.stats._guard import guard
 from medfl.stats._table1 import table1
 from tests.helpers import deep_merge, make_sites
 
@@ -81,7 +82,7 @@ def test_without_suppression_the_figures_equal_the_pooled_rows(heart) -> None:
 def test_cells_under_the_minimum_are_suppressed_with_a_second_where_needed(
     counts: list[int], expected: list[int | None], small: int, second: int
 ) -> None:
-    assert _cells(counts, 5) == (expected, small, second)  # type: ignore[arg-type]
+    assert suppress_cells(counts, 5) == (expected, small, second)  # type: ignore[arg-type]
 
 
 def _description(rows: int, n: int) -> Description:
