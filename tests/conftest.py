@@ -16,7 +16,7 @@ from tests.helpers import make_sites
 
 @pytest.fixture
 def toy_spec(tmp_path: Path) -> dict[str, Any]:
-    """Three CSV sites (80, 60 and 40 patients), 3 rounds of logistic regression."""
+    """Three CSV sites (200, 150 and 100 patients), 3 rounds of logistic regression."""
     return make_sites(tmp_path)
 
 

@@ -25,6 +25,7 @@ from rich.table import Table
 from medfl.cli._deploy import site_policies
 from medfl.errors import DataError, MedflError, SiteExcluded, UsageError
 from medfl.results import REPORT_FILE, RoundRecord, RunResult, RunStore
+from medfl.results._report import count_text
 from medfl.spec import Experiment, load_experiment
 from medfl.spec._policy import load_policies
 
@@ -58,9 +59,11 @@ def _summary(result: RunResult, run_dir: Path, console: Console) -> None:
     for label, ev in result.comparisons():
         table.add_row(label, *(_fmt(ev.metrics.get(m)) for m in HEADLINE))
     console.print(table)
+    scored = len(result.final.sites) if result.final else 0
     console.print(
-        "[dim]all sites' test splits: accuracy, sensitivity, specificity, F1 from the summed "
-        "confusion counts; AUC example-weighted over sites[/]"
+        f"[dim]the test splits of {scored} of {len(result.sites)} site(s): accuracy, "
+        "sensitivity, specificity, F1 from the summed confusion counts; AUC "
+        "example-weighted over sites[/]"
     )
     for note in result.notes:
         console.print(f"[dim]note: {note}[/]")
@@ -256,21 +259,30 @@ def _print_reports(reports: list[dict]) -> None:
         "dropped (missing)",
         "missing values",
         "columns dropped",
+        "metrics withheld",
     ):
         table.add_column(column)
     for r in reports:
-        missing = ", ".join(f"{c} {n}" for c, n in r["missing"].items()) or "-"
+        missing = ", ".join(f"{c} {count_text(n)}" for c, n in r["missing"].items()) or "-"
         table.add_row(
             r["site"],
             str(r["rows"]),
-            str(r["positives"]),
-            str(r["negatives"]),
-            str(r["rowsWithoutOutcome"]),
-            str(r["rowsDroppedMissing"]),
+            count_text(r["positives"]),
+            count_text(r["negatives"]),
+            count_text(r["rowsWithoutOutcome"]),
+            count_text(r["rowsDroppedMissing"]),
             missing,
             ", ".join(r["droppedColumns"]) or "-",
+            ", ".join(r["disclosure"]["withheld"]) or "-",
         )
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    if any(r["disclosure"]["suppressed"] or r["disclosure"]["withheld"] for r in reports):
+        console.print(
+            "[dim]suppressed: a count under the site's cell minimum (its policy), or one "
+            "that would give it away; metrics withheld: splits with an outcome class that "
+            "small report no metrics[/]"
+        )
 
 
 def _read_table(path: Path) -> pd.DataFrame:

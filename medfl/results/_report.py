@@ -14,16 +14,51 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _table(rows: dict[str, dict[str, float | None]], first: str) -> list[str]:
+WITHHELD = "withheld by the site (its disclosure policy)"
+
+
+def count_text(value: int | None) -> str:
+    return "suppressed" if value is None else str(value)
+
+
+def _table(
+    rows: dict[str, dict[str, float | None]], first: str, withheld: list[str] | None = None
+) -> list[str]:
     lines = [f"| {first} | " + " | ".join(SHOWN) + " |", "|---" * (len(SHOWN) + 1) + "|"]
     for name, metrics in rows.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(metrics.get(m)) for m in SHOWN) + " |")
+    lines += [f"| {name} | {WITHHELD} |" + " |" * (len(SHOWN) - 1) for name in withheld or []]
     return lines
 
 
 def _evaluation_rows(label: str, ev: Evaluation) -> dict[str, dict[str, float | None]]:
-    rows = {f"{label} (all sites)": ev.metrics, f"{label} (mean over sites)": ev.mean_over_sites}
-    return rows
+    total = len(ev.sites) + len(ev.withheld)
+    which = "all sites" if not ev.withheld else f"{len(ev.sites)} of {total} sites"
+    return {f"{label} ({which})": ev.metrics, f"{label} (mean over sites)": ev.mean_over_sites}
+
+
+def _disclosure(result: RunResult) -> list[str]:
+    """Each site's limits, and what it kept to itself under them."""
+    guarded = {n: r["disclosure"] for n, r in result.sites.items() if r.get("disclosure")}
+    if not guarded:
+        return []
+    lines = [
+        "",
+        "## Disclosure control",
+        "",
+        "Each site applies its own policy (default limits without a policy file) to "
+        "everything it lets out: its data report, the encoding's aggregates, its metrics.",
+        "",
+    ]
+    for name, said in guarded.items():
+        limits = said["limits"]
+        kept = [f"its {split} metrics" for split in said["withheld"]] + said["suppressed"]
+        lines.append(
+            f"- `{name}`: cell minimum {limits.get('minCellCount')}, row minimum "
+            f"{limits.get('minRows')}, at least {limits.get('minSites')} sites; "
+            f"withheld: {'; '.join(kept) or 'nothing'}"
+        )
+    return lines
 
 
 def _transfer_headline(result: RunResult) -> list[str]:
@@ -103,8 +138,9 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
     ]
     for name, rep in result.sites.items():
         lines.append(
-            f"| {name} | {rep['rows']} | {rep['positives']} | {rep['negatives']} | "
-            f"{rep['rowsWithoutOutcome']} | {rep['rowsDroppedMissing']} | "
+            f"| {name} | {rep['rows']} | {count_text(rep['positives'])} | "
+            f"{count_text(rep['negatives'])} | {count_text(rep['rowsWithoutOutcome'])} | "
+            f"{count_text(rep['rowsDroppedMissing'])} | "
             f"{', '.join(rep['droppedColumns']) or '-'} |"
         )
     for name, why in result.excluded_sites.items():
@@ -117,7 +153,8 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
         lines += _table(rows, "model")
         lines += _transfer_headline(result)
         lines += ["", "Per site (federated model):", ""]
-        lines += _table({n: s.metrics for n, s in result.final.sites.items()}, "site")
+        per_site = {n: s.metrics for n, s in result.final.sites.items()}
+        lines += _table(per_site, "site", list(result.final.withheld))
     if result.final and result.personalized:
         lines += _personalized(result.final, result.personalized)
     if result.model:
@@ -125,15 +162,16 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
     if result.rounds:
         last = result.rounds[-1]
         lines += ["", f"## Validation, round {last.round}", ""]
-        lines += _table(
-            {"federation": last.metrics, **{n: s.metrics for n, s in last.sites.items()}}, "site"
-        )
+        kept = [n for n, s in last.sites.items() if s.withheld]
+        shown = {n: s.metrics for n, s in last.sites.items() if not s.withheld}
+        lines += _table({"federation": last.metrics, **shown}, "site", kept)
         flagged = [
             (r.round, n, s) for r in result.rounds for n, s in r.sites.items() if s.status != "ok"
         ]
         if flagged:
             lines += ["", "## Sites flagged during training", ""]
             lines += [f"- round {r}: `{n}` {s.status}: {s.reason}" for r, n, s in flagged]
+    lines += _disclosure(result)
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     if plots:

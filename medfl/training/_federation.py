@@ -123,7 +123,8 @@ class Federation:
         preprocessor, notes = choose_preprocessor(self.experiment, summaries, weights)
         start = starting_model(self.experiment, preprocessor, weights)
         self.transport.configure(preprocessor, start.base)
-        return Setup(list(hellos), excluded, hellos, preprocessor, start, notes + start.notes)
+        notes += start.notes + _withheld_notes(hellos)
+        return Setup(list(hellos), excluded, hellos, preprocessor, start, notes)
 
     # --- rounds ------------------------------------------------------------
 
@@ -220,6 +221,21 @@ def over_sites(
         sites=sites,
         withheld=withheld or {},
     )
+
+
+def _withheld_notes(hellos: dict[str, SiteHello]) -> list[str]:
+    """What each site said it keeps to itself, so the federation's figures are read right."""
+    notes = []
+    for split in ("validation", "test"):
+        keeping = {
+            n: h.report.withheld[split] for n, h in hellos.items() if split in h.report.withheld
+        }
+        for name, why in keeping.items():
+            notes.append(
+                f"site {name!r} withholds its {split} metrics ({why}): the federation's "
+                f"{split} figures cover the other {len(hellos) - len(keeping)} site(s)"
+            )
+    return notes
 
 
 def _check_both_classes(experiment: Experiment, hellos: dict[str, SiteHello]) -> None:

@@ -81,7 +81,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
     empty["outcome"] = None
     frames = {
         "alpha": _site_frame(rng, 120),
-        "beta": _site_frame(rng, 90),
+        "beta": _site_frame(rng, 45),  # small: its splits withhold their metrics
         "gamma": _site_frame(rng, 140),
         "delta": _site_frame(rng, 40, age_scale=1e30),
         "epsilon": _site_frame(rng, 30).assign(bp=1e25),
@@ -131,6 +131,13 @@ def test_fixture_sites_exercise_rejection_and_exclusion(fast: RunOutcome) -> Non
         "RuntimeError: flaky site crashed"
     }
     assert fast.result.status == "succeeded"
+    assert fast.result.final is not None
+    assert sorted(fast.result.final.withheld) == ["beta", "delta", "epsilon"]  # small splits
+    assert fast.result.final.withheld["beta"] == (
+        "site 'beta' withholds its test metrics: an outcome class under its "
+        "policy's cell minimum of 5 in this split"
+    )
+    assert all(r.sites["beta"].withheld for r in fast.result.rounds)
 
 
 # --- the federation over Flower messages, in this process ---------------------
