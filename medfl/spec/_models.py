@@ -9,11 +9,30 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+# A Kubernetes resource quantity: '500m', '2', '1.5Gi', '1e3'.
+QUANTITY = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+ABSOLUTE_PATH = r"^/"
+RUNTIME_REPOSITORY = "ghcr.io/medfl/runtime"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+# YAML gives ``2`` or ``-9`` as an integer where text is meant; Kubernetes schemas spell
+# "an integer or a string" this way (the only two-type form a structural schema allows).
+_INT_OR_STRING = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "x-kubernetes-int-or-string": True,
+}
 
 
 def _level_text(value: Any) -> Any:
@@ -28,7 +47,20 @@ def _level_text(value: Any) -> Any:
     return value
 
 
-Level = Annotated[str, BeforeValidator(_level_text)]
+Level = Annotated[str, BeforeValidator(_level_text), WithJsonSchema(_INT_OR_STRING)]
+
+
+def _quantity_text(value: Any) -> Any:
+    """Kubernetes takes ``cpu: 2`` as well as ``cpu: "2"``."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_text),
+    Field(pattern=QUANTITY),
+    WithJsonSchema({**_INT_OR_STRING, "pattern": QUANTITY}),
+]
 
 
 class SpecModel(BaseModel):
@@ -74,6 +106,109 @@ class DemoSource(SpecModel):
 DataSource = Annotated[CsvSource | ParquetSource | DemoSource, Field(discriminator="source")]
 
 
+# --- placement on Kubernetes (ignored by the simulation and local runners) ----
+
+
+class Toleration(SpecModel):
+    """A Kubernetes toleration, spelt as in a pod spec."""
+
+    key: str | None = Field(default=None, min_length=1, description="the taint key; none: all")
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="none: every effect"
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="NoExecute only: how long the pod stays once tainted"
+    )
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self) -> Toleration:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("operator 'Exists' takes no 'value'")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without 'key' needs operator 'Exists'")
+        return self
+
+
+class Resources(SpecModel):
+    """Container resources as Kubernetes quantities ('500m', '2Gi')."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _gpus_elsewhere(self) -> Resources:
+        if GPU_RESOURCE in self.requests or GPU_RESOURCE in self.limits:
+            raise ValueError(f"give GPUs as placement.gpus, not as {GPU_RESOURCE!r}")
+        return self
+
+
+class DataVolume(SpecModel):
+    """Where a site pod finds its data: a PersistentVolumeClaim or a path on the node,
+    always mounted read-only (a site's data is never written by a run)."""
+
+    model_config = ConfigDict(
+        # The same rule as the validator below, for the CRD schema made from this model.
+        json_schema_extra={"oneOf": [{"required": ["claimName"]}, {"required": ["hostPath"]}]}
+    )
+
+    claim_name: str | None = Field(
+        default=None, pattern=DNS_LABEL, max_length=253, description="a PVC in the namespace"
+    )
+    host_path: str | None = Field(
+        default=None, pattern=ABSOLUTE_PATH, description="a folder on the site's node"
+    )
+    mount_path: str = Field(
+        default="/data",
+        pattern=ABSOLUTE_PATH,
+        description="where the pod sees it; the site's data paths point below it",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataVolume:
+        if (self.claim_name is None) == (self.host_path is None):
+            raise ValueError("give exactly one of 'claimName' or 'hostPath'")
+        return self
+
+
+class Placement(SpecModel):
+    """Where a site's pod runs on Kubernetes and what it gets. Only the kubernetes
+    runner reads it; the simulation and local runners ignore it."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    gpus: int = Field(default=0, ge=0, le=64, description=f"{GPU_RESOURCE} requested and limited")
+    volume: DataVolume | None = Field(
+        default=None, description="the site's data volume, mounted read-only"
+    )
+
+
+def default_runtime_image() -> str:
+    """The image of this medfl version's pods, where neither the experiment nor the
+    operator's configuration names one."""
+    from medfl import __version__
+
+    return f"{RUNTIME_REPOSITORY}:{__version__}"
+
+
+class Runtime(SpecModel):
+    """The container image of the experiment's pods on Kubernetes (server, sites, the
+    run's submission). Only the kubernetes runner reads it; the simulation and local
+    runners ignore it."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="default: the operator's (the chart's runtime.image, "
+        f"{RUNTIME_REPOSITORY}:<medfl version>)",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="default: the operator's (the chart's runtime.pullPolicy)"
+    )
+
+
 class Site(SpecModel):
     """One hospital: where its data is and how its spellings map to the schema's."""
 
@@ -89,6 +224,11 @@ class Site(SpecModel):
     )
     na_values: list[Level] = Field(
         default_factory=list, description="extra cell values that mean 'missing' at this site"
+    )
+    placement: Placement = Field(
+        default_factory=Placement,
+        description="Kubernetes only: node selector, tolerations, resources, GPUs and the "
+        "data volume of this site's pod (ignored by the simulation and local runners)",
     )
 
 
@@ -441,6 +581,11 @@ class Experiment(SpecModel):
     personalization: Personalization = Field(default_factory=Personalization)
     glm: GlmSpec = Field(default_factory=GlmSpec)
     statistics: Statistics = Field(default_factory=Statistics)
+    runtime: Runtime = Field(
+        default_factory=Runtime,
+        description="Kubernetes only: the pods' image (ignored by the simulation and local "
+        "runners)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:
