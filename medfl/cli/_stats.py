@@ -116,6 +116,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"[dim]{len(notes)} suppression(s) by the sites' policies (--json lists them); "
             "≥: a site withheld its count; medians and IQRs from histograms on shared bins[/]"
         )
+    if report.privacy:
+        console.print(
+            f"[dim]noised: each site added Laplace noise, epsilon {report.privacy['epsilon']:g} "
+            f"per patient over {report.privacy['queries']} queries; figures are not exact, "
+            "ranges are to a bin (--json has the plan and what epsilon covers)[/]"
+        )
     return 0
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -551,6 +552,29 @@ class GlmSpec(SpecModel):
     tolerance: float = Field(default=1e-8, gt=0, description="on the change in deviance")
 
 
+class StatisticsNoise(SpecModel):
+    """Laplace noise each site adds to what it releases: epsilon-differential privacy
+    for each patient, over the whole description of that patient's site."""
+
+    epsilon: float = Field(
+        gt=0,
+        description="per patient, for everything ``medfl stats`` releases about their site "
+        "(split evenly over its counts and sums)",
+    )
+    bounds: dict[str, list[float]] = Field(
+        description="every numeric column's public range [low, high] (from the protocol, "
+        "never from the data); a site clips values outside it before summing",
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _ranges(cls, bounds: dict[str, list[float]]) -> dict[str, list[float]]:
+        for column, pair in bounds.items():
+            if len(pair) != 2 or not pair[0] < pair[1]:
+                raise ValueError(f"{column}: expected [low, high] with low < high, got {pair}")
+        return bounds
+
+
 class Statistics(SpecModel):
     """What ``medfl stats`` describes (columns: the schema's features)."""
 
@@ -559,6 +583,9 @@ class Statistics(SpecModel):
     )
     bins: int = Field(default=20, ge=2, le=200, description="histogram bins (shared edges)")
     by_outcome: bool = Field(default=False, description="Table 1 also by the outcome")
+    noise: StatisticsNoise | None = Field(
+        default=None, description="differential privacy on the released statistics; off: exact"
+    )
 
 
 class Task(StrEnum):
@@ -606,7 +633,25 @@ class Experiment(SpecModel):
                 f"strategy.minSites is {self.strategy.min_sites} but only "
                 f"{len(self.sites)} site(s) are listed"
             )
+        self._check_noise_bounds()
         return self
+
+    def _check_noise_bounds(self) -> None:
+        noise, numeric = self.statistics.noise, self.data_schema.numeric
+        if noise is None:
+            return
+        missing = [c for c in numeric if c not in noise.bounds]
+        if missing:
+            raise ValueError(
+                f"statistics.noise.bounds: no range for {', '.join(map(repr, missing))} "
+                "(every numeric column needs its public [low, high])"
+            )
+        extra = sorted(set(noise.bounds) - set(numeric))
+        if extra:
+            raise ValueError(
+                f"statistics.noise.bounds: {', '.join(map(repr, extra))} is not one of the "
+                f"schema's numeric columns {numeric}"
+            )
 
     @property
     def min_sites(self) -> int:

@@ -19,6 +19,7 @@ from medfl.spec import Experiment
 from medfl.spec._policy import SitePolicy
 from medfl.stats._describe import Description, shared_edges
 from medfl.stats._glm import GlmResult, GlmTerms, SingularDesignError, fit
+from medfl.stats._noise import NOISE_SCOPE, bounds_edges, noise_plan
 from medfl.stats._site import (
     DescribeRequest,
     GlmPlan,
@@ -129,6 +130,7 @@ class StatsReport:
     sites: dict[str, dict[str, Description]]
     overall: dict[str, Description]
     edges: dict[str, np.ndarray]
+    privacy: dict[str, Any] | None = None  # the noise each site added; None: exact
 
     def to_dict(self) -> dict[str, object]:
         co = self.overall["all"].comoments
@@ -142,6 +144,7 @@ class StatsReport:
         return {
             "correlation": matrices,
             "edges": {c: e.tolist() for c, e in self.edges.items()},
+            "privacy": self.privacy,
             "overall": {g: d.to_dict() for g, d in self.overall.items()},
             "sites": {
                 s: {g: d.to_dict() for g, d in groups.items()} for s, groups in self.sites.items()
@@ -157,6 +160,7 @@ class StatsReport:
             },
             {g: Description.from_dict(v) for g, v in d["overall"].items()},
             {c: np.array(e, dtype=float) for c, e in d["edges"].items()},
+            d.get("privacy"),
         )
 
 
@@ -177,12 +181,19 @@ def describe_federation(experiment: Experiment, transport: StatsTransport) -> St
     _check_columns(experiment)
     sites = [s.name for s in experiment.sites]
     _values(transport.stats_hello(sites))  # every site is there (and, over Flower, found)
-    first = _values(transport.describe(DescribeRequest(len(sites))))
-    overall = reduce(lambda a, b: a + b, (first[s]["all"] for s in sites))
-    bins = experiment.statistics.bins
-    edges = {c: shared_edges(overall.numeric[c], bins) for c in experiment.data_schema.numeric}
+    plan, bins = noise_plan(experiment), experiment.statistics.bins
+    edges = _edges(experiment, transport, len(sites)) if plan is None else bounds_edges(plan, bins)
     request = DescribeRequest(len(sites), edges, experiment.statistics.by_outcome)
     second = _values(transport.describe(request))
     groups = list(second[sites[0]])
     totals = {g: reduce(lambda a, b: a + b, (second[s][g] for s in sites)) for g in groups}
-    return StatsReport(second, totals, edges)
+    privacy = None if plan is None else {**plan.summary(), "scope": NOISE_SCOPE}
+    return StatsReport(second, totals, edges, privacy)
+
+
+def _edges(experiment: Experiment, transport: StatsTransport, count: int) -> dict[str, np.ndarray]:
+    """A first pass (moments and, where released, ranges) for shared bin edges."""
+    first = _values(transport.describe(DescribeRequest(count)))
+    overall = reduce(lambda a, b: a + b, (first[s]["all"] for s in first))
+    bins = experiment.statistics.bins
+    return {c: shared_edges(overall.numeric[c], bins) for c in experiment.data_schema.numeric}

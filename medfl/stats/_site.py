@@ -24,6 +24,7 @@ from medfl.stats._describe import Description, describe
 from medfl.stats._formula import Formula, design_matrix, design_names, parse_formula
 from medfl.stats._glm import Family, GlmTerms, site_terms
 from medfl.stats._guard import guard
+from medfl.stats._noise import NoisePlan, clip, noise_plan, noised
 
 SITE_EFFECT = "site"
 
@@ -102,10 +103,18 @@ def glm_names(experiment: Experiment, plan: GlmPlan) -> list[str]:
 class StatsSite:
     """One site's rows and the GLM sums it may release."""
 
-    def __init__(self, experiment: Experiment, name: str, policy: SitePolicy | None = None) -> None:
+    def __init__(
+        self,
+        experiment: Experiment,
+        name: str,
+        policy: SitePolicy | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         self.experiment = experiment
         self.name = name
         self.policy = policy or SitePolicy()
+        # The noise must be unknown to the server: fresh OS entropy, never the run's seed.
+        self._rng = rng or np.random.default_rng()
         self._table: SiteTable | None = None
         self._data: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None = (
             None
@@ -175,21 +184,32 @@ class StatsSite:
                 "statistics",
             )
         table, schema = self._load(), self.experiment.data_schema
-        spec = self.experiment.statistics
+        spec, plan = self.experiment.statistics, noise_plan(self.experiment)
+        frame = table.features if plan is None else clip(table.features, plan)
         groups = {"all": np.ones(len(table.y), dtype=bool)}
         if request.by_outcome:
             groups |= {"positive": table.y == 1, "negative": table.y == 0}
-        return {
-            label: guard(
-                describe(
-                    table.features[rows], schema.numeric, schema.categorical,
-                    request.edges, spec.correlate or None,
-                ),
-                limits,
-                self.name,
+        found = {
+            label: describe(
+                frame[rows], schema.numeric, schema.categorical, request.edges,
+                spec.correlate or None,
             )
             for label, rows in groups.items()
         }  # fmt: skip
+        if plan is not None:
+            found = self._noised(found, plan)
+            # Noisy extremes are bin edges of the noisy histogram, no patient's value.
+            limits = limits.model_copy(update={"release_extremes": True})
+        return {label: guard(d, limits, self.name) for label, d in found.items()}
+
+    def _noised(self, found: dict[str, Description], plan: NoisePlan) -> dict[str, Description]:
+        """Each patient is in one noised group: "all" is the sum of the outcome groups
+        when there are any (parallel composition: epsilon is spent once)."""
+        if "positive" not in found:
+            return {"all": noised(found["all"], plan, self._rng)}
+        positive = noised(found["positive"], plan, self._rng)
+        negative = noised(found["negative"], plan, self._rng)
+        return {"all": positive + negative, "positive": positive, "negative": negative}
 
     @property
     def prepared(self) -> bool:
