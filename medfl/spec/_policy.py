@@ -43,6 +43,12 @@ class Disclosure(SpecModel):
         default=False,
         description="release min and max (each is one patient's value); off: suppressed",
     )
+    max_statistics_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="describe this site's patients (medfl stats) only with noise of at most "
+        "this epsilon (statistics.noise); unset: exact statistics are allowed",
+    )
 
 
 class SitePolicy(SpecModel):

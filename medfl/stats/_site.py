@@ -183,6 +183,7 @@ class StatsSite:
                 f"the federation has {request.sites} site(s), its policy needs {limits.min_sites}",
                 "statistics",
             )
+        self._check_noise(limits.max_statistics_epsilon)
         table, schema = self._load(), self.experiment.data_schema
         spec, plan = self.experiment.statistics, noise_plan(self.experiment)
         frame = table.features if plan is None else clip(table.features, plan)
@@ -201,6 +202,16 @@ class StatsSite:
             # Noisy extremes are bin edges of the noisy histogram, no patient's value.
             limits = limits.model_copy(update={"release_extremes": True})
         return {label: guard(d, limits, self.name) for label, d in found.items()}
+
+    def _check_noise(self, most: float | None) -> None:
+        noise = self.experiment.statistics.noise
+        if most is not None and (noise is None or noise.epsilon > most):
+            asked = "exact statistics" if noise is None else f"epsilon {noise.epsilon:g}"
+            self._refuse(
+                f"its policy releases statistics only with noise of epsilon at most {most:g} "
+                f"(statistics.noise), and the experiment asks for {asked}",
+                "statistics",
+            )
 
     def _noised(self, found: dict[str, Description], plan: NoisePlan) -> dict[str, Description]:
         """Each patient is in one noised group: "all" is the sum of the outcome groups

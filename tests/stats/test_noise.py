@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medfl.data import prepare_site
-from medfl.errors import SpecError
+from medfl.errors import DataError, SpecError
 from medfl.spec import parse_experiment
 from medfl.spec._policy import Disclosure, SitePolicy
 from medfl.stats._describe import describe
@@ -170,3 +170,22 @@ def test_a_range_the_wrong_way_round_is_named(tmp_path) -> None:
     assert err.value.problems == [
         ("statistics.noise.bounds", "age: expected [low, high] with low < high, got [100.0, 18.0]")
     ]
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "asked"), [(None, "exact statistics"), (5.0, "epsilon 5")]
+)  # fmt: skip
+def test_a_site_whose_policy_demands_noise_refuses_less(
+    tmp_path, epsilon: float | None, asked: str
+) -> None:
+    doc = make_sites(tmp_path) if epsilon is None else _spec(tmp_path, epsilon)
+    experiment = parse_experiment(doc)
+    strict = SitePolicy(disclosure=Disclosure(max_statistics_epsilon=1.0))
+
+    with pytest.raises(DataError) as err:
+        describe_federation(experiment, InProcessStats(experiment, {"site-b": strict}))
+
+    assert str(err.value) == (
+        "site 'site-b' refuses statistics: its policy releases statistics only with noise of "
+        f"epsilon at most 1 (statistics.noise), and the experiment asks for {asked}"
+    )
