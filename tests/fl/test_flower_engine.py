@@ -231,6 +231,24 @@ def test_messages_carry_the_same_federation_as_the_fast_engine(
     _assert_same_run(outcome, fast)
 
 
+def test_a_deployed_sites_own_policy_file_withholds_as_in_the_fast_engine(
+    experiment: Experiment, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("disclosure: {minCellCount: 25}\n")  # gamma's splits are smaller
+    fast = _run(experiment, FastEngine(site_policies=(("gamma", policy),)), tmp_path / "fast")
+    grid = LoopbackGrid(experiment, forgetful=True)
+    node = next(n for n, c in grid.contexts.items() if c.node_config["partition-id"] == 2)
+    grid.contexts[node].node_config["policy"] = str(policy)  # medfl site --policy FILE
+
+    outcome = _drive_over(grid, experiment, tmp_path / "grid")
+
+    assert fast.result.final is not None
+    assert "gamma" in fast.result.final.withheld
+    assert fast.result.sites["gamma"]["disclosure"]["limits"]["minCellCount"] == 25
+    _assert_same_run(outcome, fast)
+
+
 @pytest.fixture(scope="module")
 def transfer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Experiment, RunOutcome]:
     """Pretrained weights with the first layer frozen, FedBN (each site's BatchNorm stays
