@@ -15,6 +15,7 @@ from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
 from medfl.cli._deploy import absolute_path, add_backend, add_round_timeout, add_site_policy
 from medfl.cli._deploy import add_parsers as add_deploy_parsers
 from medfl.cli._stats import add_parsers as add_stats_parsers
+from medfl.cli._tune import add_parsers as add_tune_parsers
 from medfl.errors import MedflError, TrainingError
 
 __all__ = ["main"]
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.set_defaults(handler=cmd_predict)
     add_deploy_parsers(sub)
     add_stats_parsers(sub)
+    add_tune_parsers(sub)
     return parser
 
 

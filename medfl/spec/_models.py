@@ -10,7 +10,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -18,7 +17,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+
+from medfl.spec._base import SpecModel
+from medfl.spec._tuning import Tuning
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -62,17 +63,6 @@ Quantity = Annotated[
     Field(pattern=QUANTITY),
     WithJsonSchema({**_INT_OR_STRING, "pattern": QUANTITY}),
 ]
-
-
-class SpecModel(BaseModel):
-    """Base of every spec model: camelCase aliases, unknown fields are errors."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
 
 
 # --- data sources -----------------------------------------------------------
@@ -608,6 +598,9 @@ class Experiment(SpecModel):
     personalization: Personalization = Field(default_factory=Personalization)
     glm: GlmSpec = Field(default_factory=GlmSpec)
     statistics: Statistics = Field(default_factory=Statistics)
+    tuning: Tuning | None = Field(
+        default=None, description="a hyperparameter search (medfl tune); ignored by medfl run"
+    )
     runtime: Runtime = Field(
         default_factory=Runtime,
         description="Kubernetes only: the pods' image (ignored by the simulation and local "

@@ -64,7 +64,7 @@ def test_example_on_the_deployment_engine_equals_the_simulation(tmp_path: Path):
 
 
 def _toy(tmp_path: Path, **overrides: object):
-    spec = make_sites(tmp_path, (60, 50, 40), **overrides)
+    spec = make_sites(tmp_path, (120, 100, 80), **overrides)
     return parse_experiment(spec)
 
 

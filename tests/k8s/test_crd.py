@@ -117,11 +117,15 @@ def test_unions_become_an_enum_on_their_tag() -> None:
     assert "default" not in strategy["properties"]["serverLearningRate"]  # differs by variant
 
 
-def test_only_custom_model_kwargs_keep_unknown_fields() -> None:
+def test_only_custom_model_kwargs_and_tuning_choices_keep_unknown_fields() -> None:
     text = crd_yaml()
-    assert text.count("x-kubernetes-preserve-unknown-fields") == 1
-    kwargs = SCHEMA["properties"]["spec"]["properties"]["model"]["properties"]["kwargs"]
+    assert text.count("x-kubernetes-preserve-unknown-fields") == 2
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    kwargs = spec["model"]["properties"]["kwargs"]
     assert kwargs == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    param = spec["tuning"]["properties"]["space"]["additionalProperties"]
+    # a choice is any value the searched field takes: a number, a text, a list of widths
+    assert param["properties"]["choices"]["items"] == {"x-kubernetes-preserve-unknown-fields": True}
 
 
 @pytest.mark.parametrize("make", [example, with_placement], ids=["example", "with-placement"])
