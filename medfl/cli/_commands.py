@@ -176,6 +176,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from medfl.training import SiteWorker
 
     experiment = load_experiment(args.file)
+    if experiment.tuning is not None:
+        from medfl.tuning import check_space
+
+        check_space(experiment, experiment.tuning)  # every trial's spec, before any data
     policies = load_policies(site_policies(args, experiment))
     workers = {
         s.name: SiteWorker(experiment, s.name, policy=policies.get(s.name))

@@ -71,6 +71,7 @@ def _ray(address: str | None) -> Iterator[None]:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial files
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")  # the search's state, not per trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started = not ray.is_initialized()
     if started:

@@ -69,6 +69,16 @@ def _workers(experiment: Experiment, policies: dict[str, SitePolicy]) -> dict[st
     return workers
 
 
+def report_rounds(tuning: Tuning, rounds: int) -> set[int]:
+    """The rounds whose score is reported: ASHA's rungs (it decides only there) and the
+    last. Each report costs Ray Tune's bookkeeping; the others would buy nothing."""
+    out, rung = {rounds}, tuning.grace_period
+    while tuning.scheduler == "asha" and rung < rounds:
+        out.add(rung)
+        rung *= tuning.reduction_factor
+    return out
+
+
 def score_rounds(
     experiment: Experiment,
     tuning: Tuning,
@@ -81,12 +91,15 @@ def score_rounds(
     federation = Federation(experiment, transport)
     setup = federation.setup()
     began = time.monotonic()
+    reported = report_rounds(tuning, experiment.training.rounds)
 
     def on_round(record, params, optimizer) -> None:  # type: ignore[no-untyped-def]
         value = record.metrics.get(tuning.metric)
         if value is None or not math.isfinite(value):
             raise TrialFailed(f"round {record.round}: the validation {tuning.metric} is undefined")
-        report({tuning.metric: value, "round": record.round, "testReads": transport.reads["test"]})
+        if record.round in reported:
+            reads = transport.reads["test"]
+            report({tuning.metric: value, "round": record.round, "testReads": reads})
         seconds = time.monotonic() - began
         if seconds > tuning.trial_timeout_seconds and record.round < experiment.training.rounds:
             raise TrialFailed(

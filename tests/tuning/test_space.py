@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from medfl.errors import SpecError, TrainingError
 from medfl.spec import parse_experiment
@@ -135,3 +136,30 @@ def test_a_diverging_trial_fails_with_the_federations_reason(tmp_path) -> None:
         score_rounds(huge, experiment.tuning, lambda _: None)  # type: ignore[arg-type]
 
     assert "returned a usable update" in str(err.value)
+
+
+def test_tune_without_a_tuning_section_or_with_no_trials_is_a_usage_error(tmp_path, capsys) -> None:
+    from medfl.cli import main
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(make_sites(tmp_path)))
+    searched = tmp_path / "search.yaml"
+    searched.write_text(yaml.safe_dump(deep_merge(make_sites(tmp_path), {"tuning": {"space": LR}})))
+
+    assert main(["tune", str(plain)]) == 2
+    assert f"{plain} has no tuning: section (what to search, and how)" in capsys.readouterr().err
+    assert main(["tune", str(searched), "--trials", "0"]) == 2
+    assert "--trials 0: give at least 1" in capsys.readouterr().err
+
+
+def test_validate_checks_the_search_space_too(tmp_path, capsys) -> None:
+    from medfl.cli import main
+
+    bad = {"strategy.mu": {"type": "float", "low": 0.0, "high": 1.0}}
+    spec = tmp_path / "search.yaml"
+    spec.write_text(yaml.safe_dump(deep_merge(make_sites(tmp_path), {"tuning": {"space": bad}})))
+
+    assert main(["validate", str(spec)]) == 3
+    assert "tuning.space.strategy.mu: with 0.0: strategy.mu: unknown field" in (
+        capsys.readouterr().err
+    )
