@@ -11,7 +11,7 @@ import yaml
 from medfl.errors import SpecError, TrainingError
 from medfl.spec import parse_experiment
 from medfl.tuning._space import check_space, decoded, default_point, encoded, with_params
-from medfl.tuning._trial import score_rounds
+from medfl.tuning._trial import report_rounds, score_rounds
 from tests.helpers import deep_merge, make_sites
 
 
@@ -117,7 +117,7 @@ def test_categorical_choices_travel_as_json_and_ints_come_back_as_ints(tmp_path)
 def test_a_trial_reports_each_rounds_validation_score_and_reads_no_test_split(
     tmp_path,
 ) -> None:
-    experiment = _experiment(tmp_path, LR)
+    experiment = _experiment(tmp_path, LR, gracePeriod=1)  # ASHA's rungs: rounds 1 and 2
     reports: list[dict[str, Any]] = []
 
     transport = score_rounds(with_params(experiment, {}), experiment.tuning, reports.append)  # type: ignore[arg-type]
@@ -163,3 +163,20 @@ def test_validate_checks_the_search_space_too(tmp_path, capsys) -> None:
     assert "tuning.space.strategy.mu: with 0.0: strategy.mu: unknown field" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("tuning", "rounds", "reported"),
+    [
+        ({"gracePeriod": 5, "reductionFactor": 2}, 15, {5, 10, 15}),
+        ({"gracePeriod": 3, "reductionFactor": 3}, 15, {3, 9, 15}),
+        ({"scheduler": "none"}, 15, {15}),
+        ({"gracePeriod": 20}, 15, {15}),
+    ],
+)
+def test_a_trial_reports_at_ashas_rungs_and_its_last_round(
+    tmp_path, tuning: dict[str, Any], rounds: int, reported: set[int]
+) -> None:
+    experiment = _experiment(tmp_path, LR, **tuning)
+
+    assert report_rounds(experiment.tuning, rounds) == reported  # type: ignore[arg-type]
