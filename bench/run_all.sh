@@ -18,4 +18,5 @@ bench deploy.py "Flower's deployment engine (--backend local) vs the fast engine
 bench transfer.py "the transfer-learning example over seeds, against from scratch"
 bench glm.py "the federated GLM against statsmodels on the pooled rows"
 bench tuning.py "medfl tune: trials per minute, Ray Tune + Optuna against plain Optuna"
+bench privacy.py "accuracy under local DP-SGD at ε = 1, 3, 8 against no DP (FLamby heart, the DP example)"
 exit "$status"

@@ -66,6 +66,16 @@ class DisclosureRefusal(SiteExcluded):
     never the small count itself."""
 
 
+class PrivacyRefusal(SiteExcluded):
+    """A site's privacy policy forbids the experiment (a column it does not allow, more
+    epsilon than it has left); said before any training."""
+
+
+class BudgetSpent(SiteExcluded):
+    """A site's next round would spend more epsilon than its budget allows: it stops
+    contributing, and the run says so."""
+
+
 class TrainingError(MedflError):
     """Training could not go on (too few sites left, a site failing)."""
 
@@ -86,6 +96,7 @@ def error_from_result(kind: str | None, message: str) -> MedflError:
         "DataError": DataError,
         "EmptySiteError": DataError,
         "DisclosureRefusal": DataError,
+        "PrivacyRefusal": DataError,
         "SpecError": DataError,  # both exit 3; the message has the spec paths
         "UsageError": UsageError,
     }

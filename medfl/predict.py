@@ -41,7 +41,9 @@ def predict(run_dir: Path | str, frame: pd.DataFrame, site: str | None = None) -
     preprocessor = Preprocessor.from_dict(saved["preprocessing"])
     features = conform_features(frame, experiment.data_schema, _site(experiment.sites, site))
     x = torch.from_numpy(preprocessor.transform(features))
-    model = build_model(experiment.model, len(preprocessor.feature_names))
+    model = build_model(
+        experiment.model, len(preprocessor.feature_names), repair=experiment.privacy.repairs
+    )
     set_params(model, [p.numpy() for p in saved["params"]])
     model.eval()
     with torch.no_grad():

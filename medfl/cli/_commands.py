@@ -185,10 +185,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         s.name: SiteWorker(experiment, s.name, policy=policies.get(s.name))
         for s in experiment.sites
     }
-    reports, errors, empty = [], [], []
-    for worker in workers.values():
+    reports, errors, empty, plans = [], [], [], {}
+    for name, worker in workers.items():
         try:
-            reports.append(worker.hello().report.to_dict())
+            hello = worker.hello()
+            reports.append(hello.report.to_dict())
+            if hello.privacy is not None:
+                plans[name] = hello.privacy.to_dict()
         except SiteExcluded as exc:
             empty.append(str(exc))
         except DataError as exc:
@@ -200,7 +203,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _show(args, {"sites": reports, "skipped": [], "errors": errors})
         raise DataError("\n".join(errors))
     model = _starting_model(experiment, workers)  # pretrained weights, frozen, local layers
-    _show(args, {"sites": reports, "skipped": empty, "errors": [], "model": model})
+    found = {"sites": reports, "skipped": empty, "errors": [], "model": model}
+    if experiment.privacy.local:
+        found["privacy"] = {"sites": plans, "repairs": model.pop("repairs")}
+    _show(args, found)
     for note in empty:
         print(
             f"medfl: warning: skipped (minSites {experiment.min_sites} allows it): {note}",
@@ -217,6 +223,36 @@ def _show(args: argparse.Namespace, found: dict) -> None:
     _print_reports(found["sites"])
     if "model" in found:
         _print_model(found["model"])
+    if "privacy" in found:
+        _print_privacy(found["privacy"])
+
+
+def _print_privacy(privacy: dict) -> None:
+    """The privacy plan: each site's noise (chosen for the target, or given) and the ε
+    it expects to have spent after the last round."""
+    table = Table(title="privacy plan (DP-SGD at each site)", title_justify="left")
+    columns = ("site", "noise multiplier", "clipping", "sample rate", "steps/round")
+    for column in (*columns, "steps", "expected ε", "δ", "accountant"):
+        table.add_column(column, justify="left" if column == "site" else "right")
+    for name, plan in privacy["sites"].items():
+        sigma = f"{plan['noise_multiplier']:.4g}" + (
+            " (for target)" if plan["target_epsilon"] else ""
+        )
+        table.add_row(
+            name,
+            sigma,
+            f"{plan['max_grad_norm']:g}",
+            f"{plan['sample_rate']:.4f}",
+            str(plan["steps_per_round"]),
+            str(plan["steps_per_round"] * plan["rounds"]),
+            f"{plan['planned_epsilon']:.3f}",
+            f"{plan['delta']:g}",
+            plan["accountant"],
+        )
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    for change in privacy["repairs"]:
+        console.print(f"privacy.repairModel: {change}")
 
 
 def _starting_model(experiment: Experiment, workers: dict[str, SiteWorker]) -> dict:
@@ -226,7 +262,8 @@ def _starting_model(experiment: Experiment, workers: dict[str, SiteWorker]) -> d
 
     setup = Federation(experiment, InProcessTransport(experiment, workers)).setup()
     model = setup.start.info.model_dump(mode="json", by_alias=True)
-    return {**model, "features": setup.preprocessor.feature_names, "notes": setup.notes}
+    features = setup.preprocessor.feature_names
+    return {**model, "features": features, "notes": setup.notes, "repairs": setup.start.repairs}
 
 
 def _print_model(model: dict) -> None:

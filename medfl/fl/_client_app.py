@@ -33,6 +33,7 @@ RUN_CONFIG_KEY = "medfl-experiment"  # where a deployed run carries the spec (JS
 _STATE = "medfl"  # the federation's preprocessor
 _BASE = "medfl-base"  # the whole round-0 model (frozen and local layers come only here)
 _LOCAL = "medfl-local"  # this site's own layers (personalization), after its last round
+_PRIVACY = "medfl-privacy"  # this site's accountant (DP) and ledger key, after its last round
 
 
 @dataclass
@@ -118,6 +119,9 @@ def _ready(site: _Site, context: Context) -> SiteWorker:
     if record is None or base is None:
         raise RuntimeError("fit/evaluate before the server configured this site")
     text = str(record["preprocessor"])
+    kept = context.state.config_records.get(_PRIVACY)
+    if kept is not None:  # before a repeated hello: its budget check excludes this run
+        site.worker.load_privacy_state(json.loads(str(kept["state"])))
     if site.preprocessor != text:
         if not site.said_hello:
             site.worker.hello()  # loads and splits this site's data
@@ -154,9 +158,17 @@ def _answer(
 
 def _hello(name: str, site: _Site, _: RecordDict, context: Context) -> RecordDict:
     site.said_hello, site.preprocessor = False, None  # not ready until hello succeeds
+    if _PRIVACY in context.state.config_records:
+        del context.state[_PRIVACY]  # a new hello starts a new run's accountant
     hello = site.worker.hello()
     site.said_hello = True
+    _keep_privacy(site.worker, context)
     return wire.hello_reply(name, hello)
+
+
+def _keep_privacy(worker: SiteWorker, context: Context) -> None:
+    """The accountant outlives the process: a fresh one resumes it from the node's state."""
+    context.state[_PRIVACY] = ConfigRecord({"state": json.dumps(worker.privacy_state())})
 
 
 def _configure(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
@@ -173,7 +185,10 @@ def _configure(name: str, site: _Site, content: RecordDict, context: Context) ->
 def _fit(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
     server_round = int(wire.config_of(content)["server-round"])  # type: ignore[arg-type]
     worker = _ready(site, context)
-    update = worker.fit(server_round, wire.params_of(content))
+    try:
+        update = worker.fit(server_round, wire.params_of(content))
+    finally:  # steps taken count, even when the round then failed
+        _keep_privacy(worker, context)
     if worker.keeps_local:
         context.state[_LOCAL] = wire.params_record(worker.local_params())
     return wire.update_reply(name, update)

@@ -14,7 +14,15 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, MetricRecord, RecordDict
 
 from medfl.data import Preprocessor, SiteReport, SiteSummary
-from medfl.errors import DataError, DisclosureRefusal, MedflError, TrainingError
+from medfl.errors import (
+    BudgetSpent,
+    DataError,
+    DisclosureRefusal,
+    MedflError,
+    PrivacyRefusal,
+    TrainingError,
+)
+from medfl.privacy import PrivacySpent
 from medfl.stats import GlmTerms
 from medfl.stats._describe import Description
 from medfl.stats._site import DescribeRequest, GlmPlan, GlmStart
@@ -41,6 +49,8 @@ _SITE_ERRORS: dict[str, type[DataError]] = {
     "EmptySiteError": EmptySiteError,
     "DataError": DataError,
     "DisclosureRefusal": DisclosureRefusal,
+    "PrivacyRefusal": PrivacyRefusal,
+    "BudgetSpent": BudgetSpent,
 }
 
 
@@ -89,13 +99,24 @@ def hello_reply(site: str, hello: SiteHello) -> RecordDict:
         "summary": hello.summary.to_json(),
         "report": json.dumps(hello.report.to_dict()),
     }
+    if hello.privacy is not None:  # floats in JSON: repr round-trips them exactly
+        text["privacy"] = json.dumps(hello.privacy.to_dict())
     return reply(site, hello=ConfigRecord(text))
 
 
 def hello_of(content: RecordDict) -> SiteHello:
     record = content.config_records["hello"]
     summary = SiteSummary.from_json(str(record["summary"]))
-    return SiteHello(summary, SiteReport.from_dict(json.loads(str(record["report"]))))
+    report = SiteReport.from_dict(json.loads(str(record["report"])))
+    return SiteHello(summary, report, _plan_of(record.get("privacy")))
+
+
+def _plan_of(text: object) -> Any:
+    if text is None:
+        return None
+    from medfl.privacy._plan import PrivacyPlan
+
+    return PrivacyPlan.from_dict(json.loads(str(text)))
 
 
 def preprocessor_text(preprocessor: Preprocessor) -> str:
@@ -114,18 +135,22 @@ def update_reply(site: str, update: LocalUpdate) -> RecordDict:
     }
     if update.problem is not None:  # a ConfigRecord cannot hold None: absent means none
         fields["problem"] = update.problem
+    if update.privacy is not None:
+        fields["privacy"] = json.dumps(update.privacy.to_dict())
     return reply(site, params=params_record(update.params), update=ConfigRecord(fields))
 
 
 def update_of(content: RecordDict) -> LocalUpdate:
     record = content.config_records["update"]
     problem = record.get("problem")
+    spent = record.get("privacy")
     return LocalUpdate(
         params=params_of(content),
         num_examples=int(record["num-examples"]),  # type: ignore[arg-type]
         loss=float(record["loss"]),  # type: ignore[arg-type]
         steps=int(record["steps"]),  # type: ignore[arg-type]
         problem=None if problem is None else str(problem),
+        privacy=None if spent is None else PrivacySpent.from_dict(json.loads(str(spent))),
     )
 
 

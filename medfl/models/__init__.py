@@ -2,7 +2,7 @@
 
 from medfl.models._parts import ModelParts, model_parts
 from medfl.models._pretrained import LoadReport, Weights, load_into, read_weights
-from medfl.models._zoo import build_model, initial_model
+from medfl.models._zoo import build_model, initial_model, replace_batch_norm
 
 __all__ = [
     "LoadReport",
@@ -13,4 +13,5 @@ __all__ = [
     "load_into",
     "model_parts",
     "read_weights",
+    "replace_batch_norm",
 ]

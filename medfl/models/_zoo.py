@@ -53,17 +53,40 @@ def _custom(spec: CustomModel, in_features: int, out_features: int) -> nn.Module
     return model
 
 
-def build_model(spec: ModelSpec, in_features: int, out_features: int = 1) -> nn.Module:
-    """The architecture only; weights are whatever torch's current generator gives."""
+def build_model(
+    spec: ModelSpec, in_features: int, out_features: int = 1, repair: bool = False
+) -> nn.Module:
+    """The architecture only; weights are whatever torch's current generator gives.
+    ``repair`` (privacy.repairModel): BatchNorm layers replaced, as everywhere else."""
     if isinstance(spec, LogisticModel):
-        return nn.Linear(in_features, out_features)
-    if isinstance(spec, MlpModel):
-        return _mlp(spec, in_features, out_features)
-    return _custom(spec, in_features, out_features)
+        model: nn.Module = nn.Linear(in_features, out_features)
+    elif isinstance(spec, MlpModel):
+        model = _mlp(spec, in_features, out_features)
+    else:
+        model = _custom(spec, in_features, out_features)
+    if repair:
+        replace_batch_norm(model)
+    return model
 
 
-def initial_model(spec: ModelSpec, in_features: int, seed: int) -> nn.Module:
+def initial_model(spec: ModelSpec, in_features: int, seed: int, repair: bool = False) -> nn.Module:
     """The round-0 global model, its weights drawn from the experiment seed alone."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
-        return build_model(spec, in_features)
+        return build_model(spec, in_features, repair=repair)
+
+
+def replace_batch_norm(model: nn.Module) -> list[str]:
+    """Every BatchNorm (it mixes the rows of a batch, which DP-SGD cannot bound) replaced,
+    in place, by GroupNorm with one group: each row normalised over its own features (a
+    layer norm; Opacus's own fix would use up to 32 groups, which on a hidden layer of 32
+    or fewer features normalises each feature alone to zero). Returns what changed."""
+    changes = []
+    for owner_name, owner in list(model.named_modules()):
+        for name, child in list(owner.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                width = child.num_features
+                setattr(owner, name, nn.GroupNorm(1, width, eps=child.eps, affine=child.affine))
+                where = f"{owner_name}.{name}" if owner_name else name
+                changes.append(f"{where}: {type(child).__name__}({width}) -> GroupNorm(1, {width})")
+    return changes

@@ -24,9 +24,10 @@ BASELINE_LABELS = {
 
 
 class SiteRound(_Out):
-    """One site in one round. status: ok, rejected (update not finite) or failed (raised)."""
+    """One site in one round. status: ok, rejected (update not finite), failed (raised)
+    or stopped (its privacy budget would be exceeded: it trains no more)."""
 
-    status: Literal["ok", "rejected", "failed"]
+    status: Literal["ok", "rejected", "failed", "stopped"]
     num_examples: int = 0
     train_loss: float | None = None
     steps: int = 0
@@ -34,6 +35,7 @@ class SiteRound(_Out):
     validation_examples: int = 0
     reason: str | None = None
     withheld: str | None = None  # why the site kept its validation metrics (its policy)
+    epsilon: float | None = None  # with DP: the site's ε after this round (whole experiment)
 
 
 class RoundRecord(_Out):
@@ -83,6 +85,42 @@ class ModelInfo(_Out):
     pretrained: PretrainedInfo | None = None
 
 
+class SitePrivacyReport(_Out):
+    """One site's DP-SGD: its plan (known before round 1) and what it spent so far."""
+
+    mechanism: str
+    accountant: str
+    epsilon: float  # spent in this experiment so far (all rounds), by the site's accountant
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    steps: int  # DP-SGD steps taken so far
+    sample_rate: float
+    expected_batch_size: int
+    poisson_sampling: bool
+    noise_calibrated: bool  # chosen by the site for the experiment's targetEpsilon
+    planned_epsilon: float  # after every round of the experiment
+    planned_steps: int
+    rounds_contributed: int = 0
+    stopped: str | None = None  # why it stopped contributing (its budget), if it did
+
+
+class PrivacyReport(_Out):
+    """result.json's ``privacy``: per site ε, the central mechanism (none yet), and
+    what the figures cover."""
+
+    mode: Literal["local"] = "local"
+    target_epsilon: float | None = None
+    delta: float
+    accountant: str
+    reproducible_noise: bool
+    sites: dict[str, SitePrivacyReport] = Field(default_factory=dict)
+    central: None = None  # central (server-side) DP: not built yet
+    secure_aggregation: bool = False  # not built yet: the server sees each site's update
+    repairs: list[str] = Field(default_factory=list)  # layers replaced (privacy.repairModel)
+    scope: dict[str, Any] = Field(default_factory=dict)
+
+
 class RunResult(_Out):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -100,6 +138,7 @@ class RunResult(_Out):
     notes: list[str] = Field(default_factory=list)
     features: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
+    privacy: PrivacyReport | None = None
 
     def comparisons(self) -> list[tuple[str, Evaluation]]:
         """The federated model, the sites' fine-tuned ones and every baseline, labelled."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medfl.results._model import Evaluation, ModelInfo, RunResult
+from medfl.results._model import Evaluation, ModelInfo, PrivacyReport, RunResult
 from medfl.spec import Experiment
 
 SHOWN = ("accuracy", "auc", "sensitivity", "specificity", "f1", "loss")
@@ -58,6 +58,66 @@ def _disclosure(result: RunResult) -> list[str]:
             f"{limits.get('minRows')}, at least {limits.get('minSites')} sites; "
             f"withheld: {'; '.join(kept) or 'nothing'}"
         )
+    return lines
+
+
+def _privacy(privacy: PrivacyReport, result: RunResult) -> list[str]:
+    """Per site ε, δ, noise and clipping, the plan, ε per round, and what ε covers."""
+    target = (
+        f"target ε = {privacy.target_epsilon:g} for the whole experiment, "
+        if privacy.target_epsilon is not None
+        else "noise multiplier given, "
+    )
+    noise = (
+        "derived from training.seed (reproducible)"
+        if privacy.reproducible_noise
+        else "from the operating system's randomness"
+    )
+    lines = [
+        "",
+        "## Privacy",
+        "",
+        f"Local differential privacy: DP-SGD (Opacus) at each site, {target}δ = "
+        f"{privacy.delta:g}, accountant `{privacy.accountant}`; one accountant per site "
+        f"for all rounds; noise {noise}. No central DP, no secure aggregation.",
+        "",
+        "| site | ε spent | δ | noise multiplier | clipping | sample rate | steps | "
+        "planned ε | planned steps | rounds |",
+        "|---" * 10 + "|",
+    ]
+    for name, site in privacy.sites.items():
+        chosen = " (for the target)" if site.noise_calibrated else ""
+        lines.append(
+            f"| {name} | {site.epsilon:.3f} | {site.delta:g} | {site.noise_multiplier:.4g}"
+            f"{chosen} | {site.max_grad_norm:g} | {site.sample_rate:.4f} | {site.steps} | "
+            f"{site.planned_epsilon:.3f} | {site.planned_steps} | {site.rounds_contributed} |"
+        )
+    lines += [f"- {site.stopped}" for site in privacy.sites.values() if site.stopped]
+    lines += _epsilon_per_round(result)
+    lines += [f"- model repaired for DP-SGD: {change}" for change in privacy.repairs]
+    scope = privacy.scope
+    lines += ["", f"**What ε covers** ({scope.get('unit', '')}):", ""]
+    lines += [f"- {text}" for text in scope.get("covers", [])]
+    lines += ["", "**What it does not cover:**", ""]
+    lines += [f"- {text}" for text in scope.get("doesNotCover", [])]
+    lines += ["", "**Assumptions:**", ""]
+    lines += [f"- {text}" for text in scope.get("assumptions", [])]
+    return lines
+
+
+def _epsilon_per_round(result: RunResult) -> list[str]:
+    names = list(result.privacy.sites) if result.privacy else []
+    if not names or not result.rounds:
+        return []
+    lines = ["", "ε per round (each site's whole-experiment figure after that round):", ""]
+    lines += ["| round | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for record in result.rounds:
+        cells = []
+        for name in names:
+            site = record.sites.get(name)
+            eps = site.epsilon if site else None
+            cells.append(f"{eps:.3f}" if eps is not None else (site.status if site else "-"))
+        lines.append(f"| {record.round} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -171,6 +231,8 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
         if flagged:
             lines += ["", "## Sites flagged during training", ""]
             lines += [f"- round {r}: `{n}` {s.status}: {s.reason}" for r, n, s in flagged]
+    if result.privacy:
+        lines += _privacy(result.privacy, result)
     lines += _disclosure(result)
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]

@@ -10,7 +10,7 @@ import pandas as pd
 from medfl.errors import DisclosureRefusal, TrainingError
 from medfl.results._model import Evaluation, SiteEvaluation
 from medfl.spec import Experiment, FedAvg
-from medfl.spec._policy import SitePolicy
+from medfl.spec._policy import PrivacyPolicy, SitePolicy
 from medfl.training import (
     Checkpoint,
     Federation,
@@ -67,7 +67,11 @@ def compute_baselines(
     kinds = experiment.evaluation.baselines
     if not kinds:
         return {}
-    policies = policies or {}
+    # Baselines train with the experiment's DP settings, in this process: they spend
+    # nothing from the sites' ledgers (simulation only), so the privacy part is left out.
+    policies = {
+        n: p.model_copy(update={"privacy": PrivacyPolicy()}) for n, p in (policies or {}).items()
+    }
     plain = experiment.model_copy(update={"strategy": FedAvg()})
     workers = _workers(plain, setup, setup.start, policies)
     fed = Federation(plain, InProcessTransport(plain, workers))

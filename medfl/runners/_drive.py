@@ -12,12 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from medfl.errors import MedflError, UsageError
-from medfl.results._model import RoundRecord, RunResult
+from medfl.results._model import PrivacyReport, RoundRecord, RunResult, SitePrivacyReport
 from medfl.results._store import RunStore
 from medfl.runners._baselines import compute_baselines
 from medfl.spec import Experiment
 from medfl.spec._policy import SitePolicy
-from medfl.training import Checkpoint, Federation, Params, ServerOptimizer, Setup, Transport
+from medfl.training import (
+    Checkpoint,
+    Federation,
+    Params,
+    ServerOptimizer,
+    Setup,
+    SiteHello,
+    Transport,
+)
 
 log = logging.getLogger("medfl.run")
 
@@ -34,9 +42,14 @@ class DriveOptions:
     policies: dict[str, SitePolicy] = field(default_factory=dict)  # simulated sites' own
 
 
-def _start(store: RunStore, setup: Setup, resume: bool) -> Checkpoint:
+def _start(store: RunStore, setup: Setup, resume: bool, experiment: Experiment) -> Checkpoint:
     if not resume:
         return Checkpoint(setup.start.initial(), {}, [])
+    if experiment.privacy.local:
+        raise UsageError(
+            "cannot resume a run with privacy.mode 'local': the sites' accountants and "
+            "ledgers are not resumed yet, so ε would be under-counted; start a new run"
+        )
     before = store.load_result()
     _check_same_source(before, setup)
     if setup.start.parts.local:
@@ -60,12 +73,75 @@ def _check_same_source(before: RunResult, setup: Setup) -> None:
         )
 
 
-def _record_setup(result: RunResult, setup: Setup) -> None:
+def _record_setup(result: RunResult, setup: Setup, experiment: Experiment) -> None:
     result.sites = {n: h.report.to_dict() for n, h in setup.hellos.items()}
     result.excluded_sites = setup.excluded
     result.features = setup.preprocessor.feature_names
     result.model = setup.start.info
     result.notes += setup.notes
+    result.privacy = _privacy_report(experiment, setup.hellos, setup.start.repairs)
+
+
+def _privacy_report(
+    experiment: Experiment, hellos: dict[str, SiteHello], repairs: list[str]
+) -> PrivacyReport | None:
+    """Each site's plan, as it said in its hello; ε and steps fill in round by round."""
+    from medfl.privacy import SCOPE
+    from medfl.privacy._plan import MECHANISM
+
+    privacy = experiment.privacy
+    if not privacy.local:
+        return None
+    assert privacy.delta is not None
+    sites = {}
+    for name, hello in hellos.items():
+        plan = hello.privacy
+        if plan is None:
+            continue
+        sites[name] = SitePrivacyReport(
+            mechanism=MECHANISM,
+            accountant=plan.accountant,
+            epsilon=0.0,
+            delta=plan.delta,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=plan.max_grad_norm,
+            steps=0,
+            sample_rate=plan.sample_rate,
+            expected_batch_size=plan.expected_batch_size,
+            poisson_sampling=plan.poisson_sampling,
+            noise_calibrated=plan.calibrated,
+            planned_epsilon=plan.planned_epsilon,
+            planned_steps=plan.total_steps,
+        )
+    return PrivacyReport(
+        target_epsilon=privacy.target_epsilon,
+        delta=privacy.delta,
+        accountant=privacy.accountant,
+        reproducible_noise=privacy.reproducible_noise,
+        sites=sites,
+        repairs=repairs,
+        scope=SCOPE,
+    )
+
+
+def _spend(result: RunResult, record: RoundRecord, fed: Federation) -> None:
+    """A round's ε into result.privacy; a site that stopped is said in the notes."""
+    if result.privacy is None:
+        return
+    for name, site in record.sites.items():
+        report = result.privacy.sites.get(name)
+        if report is None:
+            continue
+        if name in fed.spent:
+            report.epsilon, report.steps = fed.spent[name].epsilon, fed.spent[name].steps
+        if site.epsilon is not None:
+            report.rounds_contributed += 1
+        if site.status == "stopped" and report.stopped is None:
+            report.stopped = site.reason
+            result.notes.append(
+                f"{site.reason}; the run went on with the other sites (minSites "
+                f"{fed.experiment.min_sites})"
+            )
 
 
 def _describe(exc: BaseException) -> str:
@@ -101,13 +177,14 @@ def drive(
     fed = Federation(experiment, transport)
     try:
         setup = fed.setup()
-        start = _start(store, setup, options.resume)
-        _record_setup(result, setup)
+        start = _start(store, setup, options.resume, experiment)
+        _record_setup(result, setup, experiment)
         result.timings["setupSeconds"] = time.perf_counter() - began
         result.rounds = list(start.rounds)
 
         def on_round(record: RoundRecord, params: Params, optimizer: ServerOptimizer) -> None:
             result.rounds.append(record)
+            _spend(result, record, fed)
             store.save_result(result)  # first: a checkpoint never runs ahead of result.json
             store.save_checkpoint(params, optimizer.state(), len(result.rounds))
             if options.progress:

@@ -578,6 +578,97 @@ class Statistics(SpecModel):
     )
 
 
+Accountant = Literal["rdp", "prv", "gdp"]
+
+
+class Privacy(SpecModel):
+    """Differential privacy of the training. ``local``: DP-SGD at each site (Opacus),
+    sample-level, with one accountant per site for the whole experiment."""
+
+    mode: Literal["none", "local"] = Field(
+        default="none", description="none | local (DP-SGD at each site); central: not yet"
+    )
+    target_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="epsilon for the whole experiment (every round); each site calibrates "
+        "its own noise for its training rows and the total steps",
+    )
+    delta: float | None = Field(
+        default=None, gt=0, lt=1, description="the delta of (epsilon, delta); below 1/rows"
+    )
+    noise_multiplier: float | None = Field(
+        default=None,
+        gt=0,
+        description="instead of targetEpsilon: the Gaussian noise's standard deviation over "
+        "maxGradNorm; medfl reports the epsilon it costs",
+    )
+    max_grad_norm: float = Field(
+        default=1.0, gt=0, description="each example's gradient is clipped to this L2 norm"
+    )
+    accountant: Accountant = Field(
+        default="rdp",
+        description="rdp | prv | gdp (Opacus's own default is prv, whose figures differ)",
+    )
+    poisson_sampling: bool = Field(
+        default=True,
+        description="each row joins each batch with probability batchSize/rows, as the "
+        "accountant assumes; off: shuffled fixed-size batches (the figure is then the "
+        "usual approximation)",
+    )
+    repair_model: bool = Field(
+        default=False,
+        description="replace layers DP-SGD cannot train (BatchNorm) by GroupNorm over each "
+        "row's features (a layer norm); recorded in the result",
+    )
+    reproducible_noise: bool = Field(
+        default=True,
+        description="noise and batch draws derive from training.seed (runs repeat exactly); "
+        "then the guarantee holds only against whoever does not know the seed. Off: fresh "
+        "OS randomness at each site",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> Privacy:
+        given = [
+            f
+            for f, v in (
+                ("targetEpsilon", self.target_epsilon),
+                ("delta", self.delta),
+                ("noiseMultiplier", self.noise_multiplier),
+            )
+            if v is not None
+        ]
+        if self.mode == "none":
+            if given or self.repair_model:
+                raise ValueError(
+                    f"{', '.join(given) or 'repairModel'}: set but privacy.mode is 'none' "
+                    "(use mode: local)"
+                )
+            return self
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError("mode 'local' needs either 'targetEpsilon' or 'noiseMultiplier'")
+        if self.delta is None:
+            raise ValueError("mode 'local' needs 'delta' (the delta of (epsilon, delta))")
+        return self
+
+    @property
+    def local(self) -> bool:
+        return self.mode == "local"
+
+    @property
+    def repairs(self) -> bool:
+        """Whether every place that builds the model replaces its BatchNorm layers."""
+        return self.local and self.repair_model
+
+
+def _batch_norm_layers(model: ModelSpec) -> list[str]:
+    """The zoo MLP's BatchNorm layers by name; a custom model is checked when built."""
+    if isinstance(model, MlpModel) and model.normalization == "batch":
+        return [f"norm{i}" for i in range(1, len(model.hidden) + 1)]
+    return []
+
+
 class Task(StrEnum):
     binary = "binary"
     multiclass = "multiclass"
@@ -601,6 +692,7 @@ class Experiment(SpecModel):
     tuning: Tuning | None = Field(
         default=None, description="a hyperparameter search (medfl tune); ignored by medfl run"
     )
+    privacy: Privacy = Field(default_factory=Privacy)
     runtime: Runtime = Field(
         default_factory=Runtime,
         description="Kubernetes only: the pods' image (ignored by the simulation and local "
@@ -627,6 +719,7 @@ class Experiment(SpecModel):
                 f"{len(self.sites)} site(s) are listed"
             )
         self._check_noise_bounds()
+        self._check_private_model()
         return self
 
     def _check_noise_bounds(self) -> None:
@@ -644,6 +737,16 @@ class Experiment(SpecModel):
             raise ValueError(
                 f"statistics.noise.bounds: {', '.join(map(repr, extra))} is not one of the "
                 f"schema's numeric columns {numeric}"
+            )
+
+    def _check_private_model(self) -> None:
+        norms = _batch_norm_layers(self.model)
+        if self.privacy.local and norms and not self.privacy.repair_model:
+            raise ValueError(
+                f"privacy.mode 'local': DP-SGD cannot train the BatchNorm layer(s) "
+                f"{', '.join(norms)} (model.normalization 'batch' mixes the rows of a "
+                "batch); use normalization 'layer' or 'none', or set privacy.repairModel: "
+                "true to replace them by GroupNorm"
             )
 
     @property

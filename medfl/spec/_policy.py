@@ -1,16 +1,17 @@
 """A site's own policy: a file the site process reads (never part of an experiment),
 enforced at the site on everything it releases about itself.
 
-The disclosure limits are here; the privacy work adds allowed columns, a lifetime
-privacy budget and secure aggregation to the same file.
+Two parts: ``disclosure`` (what a site releases about its patients) and ``privacy``
+(which columns an experiment may use, the lifetime epsilon with its ledger file).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from medfl.errors import PolicyError
 from medfl.spec._models import SpecModel
@@ -51,8 +52,46 @@ class Disclosure(SpecModel):
     )
 
 
+class PrivacyPolicy(SpecModel):
+    """What this site lets an experiment do with its rows, over the site's lifetime."""
+
+    allowed_columns: list[str] | None = Field(
+        default=None,
+        description="the only columns (this site's own names) an experiment may read: "
+        "outcome, features, split column; none: any",
+    )
+    max_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="the epsilon this site spends over its lifetime, every experiment and "
+        "tuning trial added up (basic composition); it then takes part only in DP runs",
+    )
+    ledger: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the JSON file that counts what was spent (relative to this file)",
+    )
+    when_budget_short: Literal["refuse", "stop-early"] = Field(
+        default="refuse",
+        description="an experiment needing more than is left: refuse it before training, "
+        "or take part and stop contributing before the round that would exceed it",
+    )
+    require_secure_aggregation: bool = Field(
+        default=False,
+        description="take part only where the server sees no single site's update (medfl "
+        "has no secure aggregation yet: such a site refuses every training run)",
+    )
+
+    @model_validator(mode="after")
+    def _budget_has_ledger(self) -> PrivacyPolicy:
+        if self.max_epsilon is not None and self.ledger is None:
+            raise ValueError("'maxEpsilon' needs 'ledger': the file that counts what is spent")
+        return self
+
+
 class SitePolicy(SpecModel):
     disclosure: Disclosure = Field(default_factory=Disclosure)
+    privacy: PrivacyPolicy = Field(default_factory=PrivacyPolicy)
 
 
 def load_policy(path: str | Path) -> SitePolicy:
@@ -69,9 +108,19 @@ def load_policy(path: str | Path) -> SitePolicy:
     except yaml.YAMLError:
         raise PolicyError([("", "not valid YAML")], str(path)) from None
     try:
-        return SitePolicy.model_validate(doc)
+        policy = SitePolicy.model_validate(doc)
     except ValidationError as err:
         raise PolicyError(_problems(err, ""), str(path)) from None
+    return _resolve_ledger(policy, path.parent)
+
+
+def _resolve_ledger(policy: SitePolicy, base_dir: Path) -> SitePolicy:
+    """The ledger path as the site means it: relative to its policy file."""
+    ledger = policy.privacy.ledger
+    if ledger is None or Path(ledger).is_absolute():
+        return policy
+    privacy = policy.privacy.model_copy(update={"ledger": str((base_dir / ledger).resolve())})
+    return policy.model_copy(update={"privacy": privacy})
 
 
 PolicyFiles = tuple[tuple[str, Path], ...]  # (site, its policy file): what a runner is given

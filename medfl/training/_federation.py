@@ -16,7 +16,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from medfl.data import Preprocessor
-from medfl.errors import DataError, DisclosureRefusal, SiteExcluded, TrainingError
+from medfl.errors import BudgetSpent, DataError, DisclosureRefusal, SiteExcluded, TrainingError
+from medfl.privacy import PrivacySpent
 from medfl.results._model import Evaluation, RoundRecord, SiteEvaluation, SiteRound
 from medfl.spec import Experiment
 from medfl.training._aggregate import ServerOptimizer, weighted_average
@@ -93,6 +94,8 @@ class Federation:
         self.experiment = experiment
         self.transport = transport
         self.optimizer = ServerOptimizer(experiment.strategy)
+        self.spent: dict[str, PrivacySpent] = {}  # with DP: each site's ε so far
+        self.stopped: dict[str, str] = {}  # sites whose privacy budget is spent -> why
 
     # --- before round 1 ----------------------------------------------------
 
@@ -140,6 +143,7 @@ class Federation:
         if start.optimizer:
             self.optimizer.load_state(start.optimizer)
         need = min(min_sites or self.experiment.min_sites, len(setup.active))
+        self.spent, self.stopped = {}, {}
         for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
             began = time.perf_counter()
             params, record = self._round(r, params, setup.active, need)
@@ -151,10 +155,16 @@ class Federation:
     def _round(
         self, r: int, params: Params, active: list[str], need: int
     ) -> tuple[Params, RoundRecord]:
-        sites: dict[str, SiteRound] = {}
+        sites = {n: SiteRound(status="stopped", reason=why) for n, why in self.stopped.items()}
         accepted: list[tuple[Params, int]] = []
-        for name, answer in self.transport.fit(r, params, active).items():
+        training = [n for n in active if n not in self.stopped]
+        for name, answer in self.transport.fit(r, params, training).items():
             sites[name] = _site_round(answer, params)
+            if isinstance(answer, BudgetSpent):  # it trains no more; it still evaluates
+                self.stopped[name] = str(answer)
+                continue
+            if isinstance(answer, LocalUpdate) and answer.privacy is not None:
+                self.spent[name] = answer.privacy
             if sites[name].status == "ok":
                 assert isinstance(answer, LocalUpdate)
                 accepted.append((answer.params, answer.num_examples))
@@ -180,7 +190,8 @@ class Federation:
                 continue
             sites[name].metrics, sites[name].validation_examples = scored
             per_site.append(scored)
-        return params, RoundRecord(round=r, metrics=weighted(per_site), sites=sites)
+        ordered = {n: sites[n] for n in active if n in sites}  # the sites' order, every engine
+        return params, RoundRecord(round=r, metrics=weighted(per_site), sites=ordered)
 
     # --- after the last round ---------------------------------------------
 
@@ -278,6 +289,8 @@ def _update_problem(update: LocalUpdate, current: Params) -> str | None:
 
 
 def _site_round(answer: LocalUpdate | Exception, current: Params) -> SiteRound:
+    if isinstance(answer, BudgetSpent):
+        return SiteRound(status="stopped", reason=str(answer))
     if isinstance(answer, Exception):
         return SiteRound(status="failed", reason=_reason(answer))
     problem = _update_problem(answer, current)
@@ -289,6 +302,7 @@ def _site_round(answer: LocalUpdate | Exception, current: Params) -> SiteRound:
         train_loss=loss,
         steps=answer.steps,
         reason=problem,
+        epsilon=answer.privacy.epsilon if answer.privacy is not None else None,
     )
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from medfl._seeds import derive_seed
+from medfl.privacy import PrivacySpent
 from medfl.spec import Training
 from medfl.spec._models import FedProx, StrategySpec
 from medfl.training._metrics import Metrics, binary_metrics
@@ -47,6 +48,7 @@ class LocalUpdate:
     loss: float
     steps: int
     problem: str | None = None  # why the server must reject this update
+    privacy: PrivacySpent | None = None  # with DP: this site's ε so far
 
 
 def get_params(model: nn.Module) -> Params:

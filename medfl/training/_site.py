@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,10 +23,21 @@ from medfl.data import (
 from medfl.data._disclosure import released_report, released_summary, withheld_split
 from medfl.errors import DisclosureRefusal, EmptySiteError, TrainingError
 from medfl.models import ModelParts, build_model, model_parts
+from medfl.privacy import SitePrivacy
 from medfl.spec import Experiment, FedAvg
 from medfl.spec._policy import SitePolicy
-from medfl.training._local import LocalData, LocalUpdate, Params, evaluate, train_local
+from medfl.training._local import (
+    LocalData,
+    LocalUpdate,
+    Params,
+    evaluate,
+    local_steps,
+    train_local,
+)
 from medfl.training._metrics import Metrics
+
+if TYPE_CHECKING:
+    from medfl.privacy._plan import PrivacyPlan
 
 SplitName = Literal["train", "validation", "test"]
 
@@ -37,6 +48,7 @@ class SiteHello:
 
     summary: SiteSummary
     report: SiteReport
+    privacy: PrivacyPlan | None = None  # with privacy.mode local: what this site will spend
 
 
 class SiteWorker:
@@ -52,7 +64,9 @@ class SiteWorker:
     ) -> None:
         self.experiment = experiment
         self.name = name
-        self.limits = (policy or SitePolicy()).disclosure
+        policy = policy or SitePolicy()
+        self.limits = policy.disclosure
+        self.privacy = SitePrivacy(experiment, name, policy.privacy)
         self._withheld: dict[str, str] = {}  # split -> why its metrics stay here
         self._table = table
         self._frames: dict[SplitName, pd.DataFrame] = {}
@@ -90,6 +104,7 @@ class SiteWorker:
                 site=self.name,
             )
         self._check_policy(table.report.rows)
+        self._check_privacy()
         schema = self.experiment.data_schema
         least = self.limits.min_cell_count
         summary = summarize(self.name, self._frames["train"], table.features, schema)
@@ -99,7 +114,7 @@ class SiteWorker:
             if (why := withheld_split(self._labels[part], least)) is not None:
                 report.withheld[part] = why
         self._withheld = report.withheld
-        return SiteHello(released_summary(summary, least), report)
+        return SiteHello(released_summary(summary, least), report, self.privacy.plan)
 
     def _check_policy(self, rows: int) -> None:
         """Take part only where this site's policy allows (before anything is released)."""
@@ -110,6 +125,11 @@ class SiteWorker:
             )
         if rows < limits.min_rows:
             self._refuse(f"fewer usable rows than its policy's minimum of {limits.min_rows}")
+
+    def _check_privacy(self) -> None:
+        """The privacy policy's refusals (PrivacyRefusal), and this site's DP plan."""
+        rows = len(self._labels["train"])
+        self.privacy.check(rows, local_steps(rows, self.experiment.training))
 
     def _refuse(self, why: str) -> None:
         raise DisclosureRefusal(f"site {self.name!r} takes no part: {why}", site=self.name)
@@ -129,7 +149,8 @@ class SiteWorker:
                 preprocessor.transform(frame), self._labels[part]
             )
         spec = self.experiment
-        self._model = build_model(spec.model, len(preprocessor.feature_names))
+        width = len(preprocessor.feature_names)
+        self._model = build_model(spec.model, width, repair=spec.privacy.repairs)
         self._parts = model_parts(self._model, spec.model, spec.personalization)
         self._held = self._parts.apply_freeze(self._model)
         self._state = list(base)
@@ -145,13 +166,41 @@ class SiteWorker:
         seed = derive_seed(self.experiment.training.seed, self.name, server_round)
         spec = self.experiment
         data = self._data["train"]
-        update = train_local(
-            self._model, self._whole(params), data, spec.training, spec.strategy, seed, self._held
-        )
+        if spec.privacy.local:
+            update = self._fit_private(server_round, self._whole(params), seed)
+        else:
+            update = train_local(
+                self._model, self._whole(params), data, spec.training, spec.strategy, seed,
+                self._held,
+            )  # fmt: skip
         if update.problem is None:
             self._state = self._parts.with_local(self._state, self._parts.local_of(update.params))
         update.params = self._parts.shared(update.params)
         return update
+
+    def _fit_private(self, server_round: int, whole: Params, seed: int) -> LocalUpdate:
+        """DP-SGD, unless this round would exceed the site's budget (BudgetSpent); the
+        round's ε is in the ledger before the update leaves."""
+        from medfl.training._private import train_private
+
+        assert self._model is not None
+        self.privacy.before_round(server_round)
+        plan, accountant = self.privacy.plan, self.privacy.accountant
+        assert plan is not None and accountant is not None
+        spec = self.experiment
+        update = train_private(
+            self._model, whole, self._data["train"], spec.training, spec.strategy, seed,
+            plan, accountant, self._held, spec.privacy.reproducible_noise,
+        )  # fmt: skip
+        update.privacy = self.privacy.after_round()
+        return update
+
+    def privacy_state(self) -> dict[str, Any]:
+        """This site's accountant and ledger key: what its process keeps between rounds."""
+        return self.privacy.state()
+
+    def load_privacy_state(self, state: dict[str, Any]) -> None:
+        self.privacy.load(state)
 
     def evaluate(self, params: Params, split: SplitName) -> tuple[Metrics, int]:
         assert self._model is not None, "configure() before evaluate()"
@@ -210,6 +259,7 @@ class SiteWorker:
         for part, (frame, labels) in splits.items():
             worker._frames[part] = frame
             worker._labels[part] = labels
+        worker._check_privacy()
         return worker
 
     def split_tables(self) -> dict[SplitName, tuple[pd.DataFrame, np.ndarray]]:

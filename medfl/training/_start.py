@@ -11,7 +11,15 @@ import numpy as np
 from medfl.data import Preprocessor, SiteSummary
 from medfl.data._prepare import MISSING_LEVEL
 from medfl.errors import SpecError
-from medfl.models import ModelParts, Weights, initial_model, load_into, model_parts, read_weights
+from medfl.models import (
+    ModelParts,
+    Weights,
+    initial_model,
+    load_into,
+    model_parts,
+    read_weights,
+    replace_batch_norm,
+)
 from medfl.results._model import LayerInfo, ModelInfo, PretrainedInfo
 from medfl.spec import Experiment
 from medfl.training._local import Params, get_params
@@ -23,6 +31,7 @@ class StartingModel:
     parts: ModelParts
     info: ModelInfo
     notes: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)  # layers replaced for DP-SGD
 
     def initial(self) -> Params:
         """What the server sends in round 1."""
@@ -95,6 +104,11 @@ def starting_model(
     """The round-0 model; a pretrained source that does not fit fails naming the layer."""
     spec = experiment.model
     model = initial_model(spec, len(preprocessor.feature_names), experiment.training.seed)
+    repairs = replace_batch_norm(model) if experiment.privacy.repairs else []
+    if experiment.privacy.local:
+        from medfl.privacy._model import check_private
+
+        check_private(model, repaired=experiment.privacy.repairs)
     pretrained, notes = None, []
     if weights is not None and spec.pretrained is not None:
         report = load_into(model, weights, spec.pretrained, preprocessor.feature_names)
@@ -130,4 +144,4 @@ def starting_model(
     sent = sum(int(np.size(p)) for p in parts.shared(base))
     total = sum(int(np.size(p)) for p in base)
     info = ModelInfo(layers=layers, values_sent=sent, values_total=total, pretrained=pretrained)
-    return StartingModel(base, parts, info, notes)
+    return StartingModel(base, parts, info, notes, repairs)
