@@ -180,3 +180,27 @@ def test_a_trial_reports_at_ashas_rungs_and_its_last_round(
     experiment = _experiment(tmp_path, LR, **tuning)
 
     assert report_rounds(experiment.tuning, rounds) == reported  # type: ignore[arg-type]
+
+
+def test_every_trial_is_counted_in_a_dp_sites_ledger(tmp_path) -> None:
+    """The trial function Ray runs uses the sites' own code: with DP on, each trial is
+    an entry in the site's privacy ledger, like any run."""
+    import json
+
+    from medfl.spec._policy import load_policy
+    from tests.privacy.helpers import dp_spec, write_policy
+
+    doc = deep_merge(dp_spec(tmp_path), {"tuning": {"space": LR, "scheduler": "none"}})
+    experiment = parse_experiment(doc)
+    policy = write_policy(
+        tmp_path / "site-a" / "policy.yaml", {"maxEpsilon": 100, "ledger": "l.json"}
+    )
+    policies = {"site-a": load_policy(policy)}
+
+    for rate in (0.05, 0.2):
+        trial = with_params(experiment, {"training.learningRate": rate})
+        score_rounds(trial, experiment.tuning, lambda _: None, policies)  # type: ignore[arg-type]
+
+    entries = json.loads((tmp_path / "site-a" / "l.json").read_text())["entries"]
+    assert len(entries) == 2
+    assert all(e["epsilon"] > 0 for e in entries)
