@@ -74,7 +74,8 @@ class SitePrivacy:
             if self.policy.max_epsilon is not None:
                 self._refuse(
                     f"its policy caps its lifetime ε at {self.policy.max_epsilon:g}, and this "
-                    "experiment trains without differential privacy (privacy.mode 'none')"
+                    "experiment trains without sample-level differential privacy at the site "
+                    f"(privacy.mode {privacy.mode!r}; its ledger counts mode 'local')"
                 )
             return
         from medfl.privacy._accountant import SiteAccountant

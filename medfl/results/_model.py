@@ -106,16 +106,16 @@ class SitePrivacyReport(_Out):
 
 
 class PrivacyReport(_Out):
-    """result.json's ``privacy``: per site ε, the central mechanism (none yet), and
-    what the figures cover."""
+    """result.json's ``privacy``: per site ε (local), or the server's mechanism and its ε
+    (central), and what the figures cover."""
 
-    mode: Literal["local"] = "local"
+    mode: Literal["local", "central"] = "local"
     target_epsilon: float | None = None
     delta: float
     accountant: str
     reproducible_noise: bool
     sites: dict[str, SitePrivacyReport] = Field(default_factory=dict)
-    central: None = None  # central (server-side) DP: not built yet
+    central: dict[str, Any] | None = None  # mode central: the server's mechanism, its ε
     secure_aggregation: bool = False  # not built yet: the server sees each site's update
     repairs: list[str] = Field(default_factory=list)  # layers replaced (privacy.repairModel)
     scope: dict[str, Any] = Field(default_factory=dict)

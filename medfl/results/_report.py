@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from medfl.results._model import Evaluation, ModelInfo, PrivacyReport, RunResult
 from medfl.spec import Experiment
@@ -61,8 +62,40 @@ def _disclosure(result: RunResult) -> list[str]:
     return lines
 
 
+def _central(privacy: PrivacyReport) -> list[str]:
+    """The server's mechanism, its ε so far and the plan, and what ε covers."""
+    c = privacy.central or {}
+    chosen = " (chosen for the target)" if c.get("noiseCalibrated") else ""
+    lines = [
+        "",
+        "## Privacy",
+        "",
+        f"Central differential privacy: {c.get('mechanism', '')}. Each round the server "
+        f"clipped every site's update to L2 norm {c.get('clippingNorm', 0):g}, averaged over "
+        f"{c.get('sites')} sites and added Gaussian noise, noise multiplier "
+        f"{c.get('noiseMultiplier', 0):.4g}{chosen}; accountant `{privacy.accountant}`, "
+        f"δ = {privacy.delta:g}.",
+        "",
+        f"ε after {c.get('rounds')} round(s): **{c.get('epsilon', 0):.3f}** (planned for all "
+        f"rounds: {c.get('plannedEpsilon', 0):.3f}); updates clipped per round: "
+        f"{', '.join(map(str, c.get('clippedByRound', []))) or '-'}.",
+    ]
+    return lines + _scope(privacy.scope)
+
+
+def _scope(scope: dict[str, Any]) -> list[str]:
+    lines = ["", f"**What ε covers** ({scope.get('unit', '')}):", ""]
+    lines += [f"- {text}" for text in scope.get("covers", [])]
+    lines += ["", "**What it does not cover:**", ""]
+    lines += [f"- {text}" for text in scope.get("doesNotCover", [])]
+    lines += ["", "**Assumptions:**", ""]
+    return lines + [f"- {text}" for text in scope.get("assumptions", [])]
+
+
 def _privacy(privacy: PrivacyReport, result: RunResult) -> list[str]:
     """Per site ε, δ, noise and clipping, the plan, ε per round, and what ε covers."""
+    if privacy.mode == "central":
+        return _central(privacy)
     target = (
         f"target ε = {privacy.target_epsilon:g} for the whole experiment, "
         if privacy.target_epsilon is not None
@@ -95,13 +128,7 @@ def _privacy(privacy: PrivacyReport, result: RunResult) -> list[str]:
     lines += [f"- {site.stopped}" for site in privacy.sites.values() if site.stopped]
     lines += _epsilon_per_round(result)
     lines += [f"- model repaired for DP-SGD: {change}" for change in privacy.repairs]
-    scope = privacy.scope
-    lines += ["", f"**What ε covers** ({scope.get('unit', '')}):", ""]
-    lines += [f"- {text}" for text in scope.get("covers", [])]
-    lines += ["", "**What it does not cover:**", ""]
-    lines += [f"- {text}" for text in scope.get("doesNotCover", [])]
-    lines += ["", "**Assumptions:**", ""]
-    lines += [f"- {text}" for text in scope.get("assumptions", [])]
+    lines += _scope(privacy.scope)
     return lines
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from medfl.errors import DisclosureRefusal, TrainingError
 from medfl.results._model import Evaluation, SiteEvaluation
 from medfl.spec import Experiment, FedAvg
+from medfl.spec._models import Privacy
 from medfl.spec._policy import PrivacyPolicy, SitePolicy
 from medfl.training import (
     Checkpoint,
@@ -72,7 +73,10 @@ def compute_baselines(
     policies = {
         n: p.model_copy(update={"privacy": PrivacyPolicy()}) for n, p in (policies or {}).items()
     }
-    plain = experiment.model_copy(update={"strategy": FedAvg()})
+    # Central DP is the server's mechanism over several sites: a site alone, or the
+    # pooled rows, would get noise for one "site"; the baselines train without it.
+    keep = {} if not experiment.privacy.central else {"privacy": Privacy()}
+    plain = experiment.model_copy(update={"strategy": FedAvg(), **keep})
     workers = _workers(plain, setup, setup.start, policies)
     fed = Federation(plain, InProcessTransport(plain, workers))
     out: dict[str, Evaluation] = {}

@@ -90,6 +90,8 @@ def _privacy_report(
     from medfl.privacy._plan import MECHANISM
 
     privacy = experiment.privacy
+    if privacy.central:
+        return _central_report(experiment)
     if not privacy.local:
         return None
     assert privacy.delta is not None
@@ -124,10 +126,27 @@ def _privacy_report(
     )
 
 
+def _central_report(experiment: Experiment) -> PrivacyReport:
+    from medfl.privacy._central import CENTRAL_SCOPE
+
+    privacy = experiment.privacy
+    assert privacy.delta is not None
+    return PrivacyReport(
+        mode="central",
+        target_epsilon=privacy.target_epsilon,
+        delta=privacy.delta,
+        accountant=privacy.accountant,
+        reproducible_noise=privacy.reproducible_noise,
+        scope=CENTRAL_SCOPE,
+    )
+
+
 def _spend(result: RunResult, record: RoundRecord, fed: Federation) -> None:
     """A round's ε into result.privacy; a site that stopped is said in the notes."""
     if result.privacy is None:
         return
+    if fed.central is not None:
+        result.privacy.central = fed.central.report()
     for name, site in record.sites.items():
         report = result.privacy.sites.get(name)
         if report is None:

@@ -585,8 +585,10 @@ class Privacy(SpecModel):
     """Differential privacy of the training. ``local``: DP-SGD at each site (Opacus),
     sample-level, with one accountant per site for the whole experiment."""
 
-    mode: Literal["none", "local"] = Field(
-        default="none", description="none | local (DP-SGD at each site); central: not yet"
+    mode: Literal["none", "local", "central"] = Field(
+        default="none",
+        description="none | local (DP-SGD at each site, sample-level) | central (the "
+        "server clips each site's update and adds Gaussian noise, client-level)",
     )
     target_epsilon: float | None = Field(
         default=None,
@@ -605,6 +607,12 @@ class Privacy(SpecModel):
     )
     max_grad_norm: float = Field(
         default=1.0, gt=0, description="each example's gradient is clipped to this L2 norm"
+    )
+    clipping_norm: float | None = Field(
+        default=None,
+        gt=0,
+        description="mode central: each site's change to the global model is clipped to "
+        "this L2 norm (over every tensor it sends) before the noisy mean",
     )
     accountant: Accountant = Field(
         default="rdp",
@@ -639,22 +647,38 @@ class Privacy(SpecModel):
             )
             if v is not None
         ]
+        if self.clipping_norm is not None:
+            given.append("clippingNorm")
         if self.mode == "none":
             if given or self.repair_model:
                 raise ValueError(
                     f"{', '.join(given) or 'repairModel'}: set but privacy.mode is 'none' "
-                    "(use mode: local)"
+                    "(use mode: local or central)"
                 )
             return self
+        mode = self.mode
         if (self.target_epsilon is None) == (self.noise_multiplier is None):
-            raise ValueError("mode 'local' needs either 'targetEpsilon' or 'noiseMultiplier'")
+            raise ValueError(f"mode '{mode}' needs either 'targetEpsilon' or 'noiseMultiplier'")
         if self.delta is None:
-            raise ValueError("mode 'local' needs 'delta' (the delta of (epsilon, delta))")
+            raise ValueError(f"mode '{mode}' needs 'delta' (the delta of (epsilon, delta))")
+        if (mode == "central") != (self.clipping_norm is not None):
+            raise ValueError(
+                "mode 'central' needs 'clippingNorm' (the L2 norm each site's update is clipped to)"
+                if mode == "central"
+                else "clippingNorm: only mode 'central' clips whole updates (mode 'local' "
+                "clips each example's gradient to maxGradNorm)"
+            )
+        if mode == "central" and self.repair_model:
+            raise ValueError("repairModel: only mode 'local' (DP-SGD) needs the model repaired")
         return self
 
     @property
     def local(self) -> bool:
         return self.mode == "local"
+
+    @property
+    def central(self) -> bool:
+        return self.mode == "central"
 
     @property
     def repairs(self) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 from medfl.data import Preprocessor
 from medfl.errors import BudgetSpent, DataError, DisclosureRefusal, SiteExcluded, TrainingError
 from medfl.privacy import PrivacySpent
+from medfl.privacy._central import CentralNoise, central_plan
 from medfl.results._model import Evaluation, RoundRecord, SiteEvaluation, SiteRound
 from medfl.spec import Experiment
 from medfl.training._aggregate import ServerOptimizer, weighted_average
@@ -96,6 +97,7 @@ class Federation:
         self.optimizer = ServerOptimizer(experiment.strategy)
         self.spent: dict[str, PrivacySpent] = {}  # with DP: each site's ε so far
         self.stopped: dict[str, str] = {}  # sites whose privacy budget is spent -> why
+        self.central: CentralNoise | None = None  # privacy.mode central: the server's noise
 
     # --- before round 1 ----------------------------------------------------
 
@@ -144,6 +146,7 @@ class Federation:
             self.optimizer.load_state(start.optimizer)
         need = min(min_sites or self.experiment.min_sites, len(setup.active))
         self.spent, self.stopped = {}, {}
+        self.central = self._central_noise(len(setup.active), len(start.rounds))
         for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
             began = time.perf_counter()
             params, record = self._round(r, params, setup.active, need)
@@ -179,7 +182,7 @@ class Federation:
                 f"round {r}: only {len(accepted)} site(s) returned a usable update and "
                 f"minSites is {need} ({detail})"
             )
-        params = self.optimizer.apply(params, weighted_average(accepted))
+        params = self.optimizer.apply(params, self._aggregate(r, params, accepted))
         per_site = []
         for name, scored in self.transport.evaluate(params, "validation", active).items():
             if isinstance(scored, DisclosureRefusal):  # the site's hello report says so
@@ -192,6 +195,19 @@ class Federation:
             per_site.append(scored)
         ordered = {n: sites[n] for n in active if n in sites}  # the sites' order, every engine
         return params, RoundRecord(round=r, metrics=weighted(per_site), sites=ordered)
+
+    def _aggregate(self, r: int, params: Params, accepted: list[tuple[Params, int]]) -> Params:
+        if self.central is None:
+            return weighted_average(accepted)
+        return self.central.aggregate(params, [p for p, _ in accepted], r)
+
+    def _central_noise(self, sites: int, done: int) -> CentralNoise | None:
+        privacy, training = self.experiment.privacy, self.experiment.training
+        if not privacy.central:
+            return None
+        seed = training.seed if privacy.reproducible_noise else None
+        plan = central_plan(privacy, training.rounds)
+        return CentralNoise(plan, sites, seed, rounds_done=done)
 
     # --- after the last round ---------------------------------------------
 

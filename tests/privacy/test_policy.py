@@ -114,4 +114,7 @@ def test_a_budget_needs_a_ledger_and_no_dp_run_is_taken(
     spec = dp_spec(tmp_path, strategy={"name": "fedavg", "minSites": 2})
     del spec["privacy"]
     result = read_result(run_fast(spec, engine=_with_policy("site-a", policy)).run_dir)
-    assert "trains without differential privacy" in result["excludedSites"]["site-a"]
+    assert (
+        "trains without sample-level differential privacy at the site (privacy.mode 'none'"
+        in result["excludedSites"]["site-a"]
+    )

@@ -24,7 +24,7 @@ BATCH_MLP = {"type": "mlp", "hidden": [8, 4], "normalization": "batch"}
         ({"mode": "local", "targetEpsilon": 1}, "privacy: mode 'local' needs 'delta'"),
         ({"mode": "none", "targetEpsilon": 1}, "privacy: targetEpsilon: set but privacy.mode"),
         ({"mode": "local", "noiseMultiplier": -1, "delta": 1e-5}, "privacy.noiseMultiplier:"),
-        ({"mode": "central"}, "privacy.mode: Input should be 'none' or 'local'"),
+        ({"mode": "federated"}, "privacy.mode: Input should be 'none', 'local' or 'central'"),
         ({"mode": "local", "accountant": "moments"}, "privacy.accountant: Input should be"),
     ],
 )
