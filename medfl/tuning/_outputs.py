@@ -133,7 +133,7 @@ def report(result: SearchResult, best: TrialRow, final: RunResult, plots: list[P
         "test split.",
         "",
         f"**Best:** trial {best.number}, validation {metric} {best.value:.3f}: "
-        + ", ".join(f"`{k}` = {json.dumps(v)}" for k, v in best.params.items()),
+        + ", ".join(f"`{k}` = {_shown(v)}" for k, v in best.params.items()),
     ]
     default = next((r for r in result.rows if result.default and r.params == result.default), None)
     if default is not None and default.value is not None:
@@ -153,10 +153,16 @@ def report(result: SearchResult, best: TrialRow, final: RunResult, plots: list[P
     lines.append("|---" * (4 + len(space)) + "|")
     for r in result.rows:
         value = "" if r.value is None else f"{r.value:.3f}"
-        params = " | ".join(json.dumps(r.params.get(n)) for n in space)
+        params = " | ".join(_shown(r.params.get(n)) for n in space)
         lines.append(f"| {r.number} | {r.status} | {value} | {r.rounds} | {params} |")
     failed = [r for r in result.rows if r.status == "failed"]
     if failed:
         lines += ["", "Failed trials:", ""] + [f"- trial {r.number}: {r.reason}" for r in failed]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """A value as the report shows it: floats to 4 significant digits (trials.csv and
+    best.yaml keep them whole)."""
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)

@@ -176,7 +176,7 @@ def _row(index: int, result: Any, tuning: Tuning, experiment: Experiment) -> Tri
     else:
         status, reason = "completed", ""
     return TrialRow(
-        number=_number(metrics, index),
+        number=_number(result, index),
         status=status,
         value=None if value is None else float(value),
         rounds=rounds,
@@ -187,11 +187,11 @@ def _row(index: int, result: Any, tuning: Tuning, experiment: Experiment) -> Tri
     )
 
 
-def _number(metrics: dict[str, Any], index: int) -> int:
-    """Trials in the order they started (Ray names them <id>_<00001>)."""
-    trial_id = str(metrics.get("trial_id", ""))
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else index + 1
+def _number(result: Any, index: int) -> int:
+    """The trial's number in the order trials started: Ray names its folder
+    ``trial_<id>_<number>_<values>``."""
+    parts = Path(str(getattr(result, "path", "") or "")).name.split("_")
+    return int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else index + 1
 
 
 def _reason(error: BaseException) -> str:
