@@ -39,7 +39,9 @@ class DeployedRun:
     resume: bool
     timeouts: Timeouts
     write_outputs: bool  # model, plots, report; off when the submitter writes them
-    job: str = "train"  # or "glm", "stats": a federated GLM or statistics instead
+    # or "glm", "stats": a federated GLM or statistics instead; or "trial": a search's
+    # trial, only its validation rounds (no test split, model, baselines or report)
+    job: str = "train"
 
     @classmethod
     def from_context(cls, context: Context) -> DeployedRun:
@@ -77,6 +79,7 @@ def _main(grid: Grid, context: Context) -> None:
     if run.job in ("glm", "stats"):
         _run_job(grid, run, store)
         return
+    trial = run.job == "trial"
     session = ServerSession(
         run.experiment,
         store,
@@ -86,12 +89,13 @@ def _main(grid: Grid, context: Context) -> None:
             baselines=False,
             no_baselines_because="they train on every site's data in one process, "
             "which only a simulation has",
+            validation_only=trial,
         ),
         run.timeouts,
         lost=lambda: lost_sites(run.out),
     )
     session.run(grid)
-    if run.write_outputs:
+    if run.write_outputs and not trial:
         write_outputs(store, run.experiment)
     session.outcome()  # a failed run ends failed in Flower too (result.json says why)
 
