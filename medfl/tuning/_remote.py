@@ -16,6 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from medfl.deploy import request_stop, stop_requested
 from medfl.errors import MedflError, UsageError, error_from_result
 from medfl.results import RoundRecord, RunResult, RunStore
 from medfl.runners._local import follow, submit_run
@@ -61,7 +62,8 @@ def score_run(
         try:
             status = follow(RunStore(out), cli, run_id, scorer, watch=scorer.in_time)
         except BaseException:
-            cli.stop(run_id)
+            if stop_requested(out) is None:  # else its ServerApp ends after this round
+                cli.stop(run_id)
             raise
         finally:
             id_file.unlink(missing_ok=True)
@@ -119,9 +121,10 @@ def _result(out: Path, status: str) -> RunResult:
 
 
 class StopRuns(Callback):  # type: ignore[misc]
-    """In the search's driver: stops the Flower run of a trial that ended while its
-    run may still be going (ASHA stopped it, or it failed), and calls ``watch`` (a
-    local deployment's processes, may raise) at every step of the search."""
+    """In the search's driver: asks the Flower run of a trial ASHA stopped to end
+    after its current round (``flwr stop`` of runs still marked as going comes at the
+    search's end), and calls ``watch`` (a local deployment's processes, may raise) at
+    every step of the search."""
 
     def __init__(self, where: FederationTrials, runs: Path, watch: Callable[[], None]) -> None:
         self.where, self.runs, self.watch = where, runs, watch
@@ -134,10 +137,10 @@ class StopRuns(Callback):  # type: ignore[misc]
         self.watch()
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        stop_left_runs(self.where, self.runs, trial.trial_id)
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        stop_left_runs(self.where, self.runs, trial.trial_id)
+        # A trial that ends on its own has removed its mark; one ASHA stopped is
+        # blocked in its report, its run still training: it ends after this round.
+        if (self.runs / (trial.trial_id + RUN_ID_SUFFIX)).exists():
+            request_stop(self.runs / trial.trial_id, "the search stopped this trial (ASHA)")
 
 
 def _nothing() -> None:
