@@ -41,6 +41,7 @@ TIME_BUDGETS = {
     "tests/deploy/test_local_backend.py": 300.0,  # real processes: 15-30 s a run
     "tests/deploy/test_roles.py": 60.0,
     "tests/tuning/test_search.py": 60.0,  # one Ray start, 8 trials, the best run
+    "tests/deploy/test_tune_federation.py": 90.0,  # one deployment, Ray, 2 trial runs, best
 }
 DEFAULT_BUDGET = 30.0
 _spent: dict[str, float] = {}

@@ -10,9 +10,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from medfl.cli._deploy import add_site_policy, site_policies
+from medfl.cli._deploy import (
+    _need,
+    absolute_path,
+    add_backend,
+    add_round_timeout,
+    add_site_policy,
+    server_tls,
+    site_policies,
+    warn_insecure,
+)
 from medfl.errors import UsageError
-from medfl.spec import load_experiment
+from medfl.spec import Experiment, load_experiment
 
 SHOWN = 10  # the best trials printed; trials.csv has them all
 
@@ -27,6 +36,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     tune.add_argument("--trials", type=int, help="override tuning.trials")
     tune.add_argument("--json", action="store_true", help="print tuning.json to stdout")
     add_site_policy(tune)
+    add_backend(tune)
+    tune.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="submit every trial to this running federation (medfl server and medfl site); "
+        "run it on the server's machine",
+    )
+    tune.add_argument(
+        "--tls-dir",
+        type=absolute_path,
+        metavar="DIR",
+        help="--backend local: this CA and server certificate; --server: DIR holding ca.pem",
+    )
+    add_round_timeout(tune, "--backend local and --server: ")
     tune.set_defaults(handler=cmd_tune)
 
 
@@ -42,17 +65,62 @@ def cmd_tune(args: argparse.Namespace) -> int:
             raise UsageError(f"--trials {args.trials}: give at least 1")
         tuning = tuning.model_copy(update={"trials": args.trials})
         experiment = experiment.model_copy(update={"tuning": tuning})
-    policies = site_policies(args, experiment)
+    where = _where(args, experiment)
     console = Console(stderr=True)
-    console.print(f"searching: {tuning.trials} trials of {args.file}")
-    outcome = tune(
-        experiment, out=args.out, ray_address=args.ray_address, source=str(args.file),
-        site_policies=policies,
-    )  # fmt: skip
+    console.print(f"searching: {tuning.trials} trials of {args.file}{_said(args)}")
+    outcome = tune(experiment, out=args.out, where=where, source=str(args.file))
     if args.json:
         print((outcome.folder / "tuning.json").read_text())
     _print(outcome, console)
     return 0
+
+
+def _where(args: argparse.Namespace, experiment: Experiment):  # type: ignore[no-untyped-def]
+    """Where the trials run, from the flags: Ray here (default), a deployment started
+    here (--backend local) or a running federation (--server)."""
+    from medfl.runners import LocalBackend
+    from medfl.tuning import FederationTrials, InProcessTrials
+
+    if args.server or args.backend == "local":
+        _no_simulation_flags(args)
+    elif args.insecure or args.tls_dir:
+        raise UsageError("--insecure and --tls-dir apply to --backend local or --server only")
+    if args.insecure and args.tls_dir:
+        raise UsageError("--insecure and --tls-dir exclude each other")
+    if args.server:
+        if args.backend == "local":
+            raise UsageError("--server submits to a running federation, --backend local "
+                             "starts one here: give one of them")  # fmt: skip
+        if not (args.insecure or args.tls_dir):
+            raise UsageError("--server needs --tls-dir DIR (holding ca.pem) or --insecure")
+        warn_insecure(args)
+        ca = None if args.insecure else _need(args.tls_dir, "ca.pem")
+        return FederationTrials(args.server, ca, round_timeout_s=args.round_timeout)
+    if args.backend == "local":
+        warn_insecure(args)
+        tls = server_tls(args.tls_dir) if args.tls_dir else None
+        return LocalBackend(
+            insecure=args.insecure, tls=tls, round_timeout_s=args.round_timeout,
+            site_policies=site_policies(args, experiment),
+        )  # fmt: skip
+    return InProcessTrials(args.ray_address, site_policies(args, experiment))
+
+
+def _no_simulation_flags(args: argparse.Namespace) -> None:
+    if args.ray_address:
+        raise UsageError("--ray-address: with --backend local or --server the sites train "
+                         "the trials, not a Ray cluster")  # fmt: skip
+    if args.server and args.site_policy:
+        raise UsageError("--site-policy: a federation's sites keep their own policies "
+                         "(medfl site --policy FILE)")  # fmt: skip
+
+
+def _said(args: argparse.Namespace) -> str:
+    if args.server:
+        return f", each a run on the federation at {args.server}"
+    if args.backend == "local":
+        return ", each a run on a server and site processes started here"
+    return ""
 
 
 def _print(outcome, console: Console) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,14 @@ material and site keys, and the ``flwr`` CLI. Used by the local backend and by t
 ``medfl server`` / ``medfl site`` / ``medfl submit`` commands."""
 
 from medfl.deploy._exits import describe_exit
-from medfl.deploy._files import DEPLOYMENT_DIR, LOST_SITES_FILE, lost_sites, write_lost_sites
+from medfl.deploy._files import (
+    DEPLOYMENT_DIR,
+    LOST_SITES_FILE,
+    lost_sites,
+    request_stop,
+    stop_requested,
+    write_lost_sites,
+)
 from medfl.deploy._flower import FlowerCli, ServerCommand, SiteCommand, app_dir, write_run_config
 from medfl.deploy._processes import (
     Role,
@@ -42,6 +49,8 @@ __all__ = [
     "make_server_tls",
     "make_site_key",
     "process_tree",
+    "request_stop",
+    "stop_requested",
     "wait_for_port",
     "write_lost_sites",
     "write_run_config",

@@ -10,18 +10,20 @@ plots and the report, exactly as the simulation does.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from medfl.deploy import lost_sites
+from medfl.deploy import lost_sites, stop_requested
+from medfl.errors import TrainingError
 from medfl.fl._client_app import RUN_CONFIG_KEY, make_client_app
 from medfl.fl._quick import quick_object_pulls
 from medfl.fl._server_app import ServerSession
 from medfl.fl._transport import GridTransport, Timeouts
-from medfl.results import RunStore, write_outputs
+from medfl.results import RoundRecord, RunStore, write_outputs
 from medfl.results._store import SPEC_FILE
 from medfl.spec import Experiment, parse_experiment
 
@@ -39,7 +41,9 @@ class DeployedRun:
     resume: bool
     timeouts: Timeouts
     write_outputs: bool  # model, plots, report; off when the submitter writes them
-    job: str = "train"  # or "glm", "stats": a federated GLM or statistics instead
+    # or "glm", "stats": a federated GLM or statistics instead; or "trial": a search's
+    # trial, only its validation rounds (no test split, model, baselines or report)
+    job: str = "train"
 
     @classmethod
     def from_context(cls, context: Context) -> DeployedRun:
@@ -77,6 +81,7 @@ def _main(grid: Grid, context: Context) -> None:
     if run.job in ("glm", "stats"):
         _run_job(grid, run, store)
         return
+    trial = run.job == "trial"
     session = ServerSession(
         run.experiment,
         store,
@@ -86,14 +91,28 @@ def _main(grid: Grid, context: Context) -> None:
             baselines=False,
             no_baselines_because="they train on every site's data in one process, "
             "which only a simulation has",
+            validation_only=trial,
+            progress=_stop_when_asked(run.out) if trial else None,
         ),
         run.timeouts,
         lost=lambda: lost_sites(run.out),
     )
     session.run(grid)
-    if run.write_outputs:
+    if run.write_outputs and not trial:
         write_outputs(store, run.experiment)
     session.outcome()  # a failed run ends failed in Flower too (result.json says why)
+
+
+def _stop_when_asked(out: Path) -> Callable[[RoundRecord], None]:
+    """A search's trial ends after a round once the search asked it to (ASHA stopped
+    it): between rounds no site is left waiting on a message of this run."""
+
+    def check(record: RoundRecord) -> None:
+        reason = stop_requested(out)
+        if reason is not None:
+            raise TrainingError(f"stopped after round {record.round}: {reason}")
+
+    return check
 
 
 def _run_job(grid: Grid, run: DeployedRun, store: RunStore) -> None:

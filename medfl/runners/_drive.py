@@ -30,6 +30,9 @@ from medfl.training import (
 log = logging.getLogger("medfl.run")
 
 Progress = Callable[[RoundRecord], None]
+TRIAL_NOTE = (
+    "a search's trial: scored on the validation splits only; no test split was read, no model kept"
+)
 
 
 @dataclass
@@ -40,6 +43,9 @@ class DriveOptions:
     progress: Progress | None = None
     no_baselines_because: str | None = None  # said in result.json when baselines are off
     policies: dict[str, SitePolicy] = field(default_factory=dict)  # simulated sites' own
+    # A search's trial: scored on the validation rounds only. No test split is read, and
+    # no checkpoint, model or baseline is made (the best configuration's own run does).
+    validation_only: bool = False
 
 
 def _start(store: RunStore, setup: Setup, resume: bool, experiment: Experiment) -> Checkpoint:
@@ -187,6 +193,28 @@ def _save_model(
         )
 
 
+def _test_and_save(
+    fed: Federation,
+    setup: Setup,
+    params: Params,
+    result: RunResult,
+    store: RunStore,
+    options: DriveOptions,
+) -> None:
+    """After the rounds: the test splits (once), personalization, the model, baselines."""
+    experiment = fed.experiment
+    result.final = fed.evaluate(params, setup.active)
+    if experiment.personalization.fine_tunes:
+        result.personalized = fed.personalize(params, setup.active, result.notes)
+    _save_model(store, setup, params, experiment, result.notes)
+    if options.baselines:
+        started = time.perf_counter()
+        result.baselines = compute_baselines(experiment, setup, result.notes, options.policies)
+        result.timings["baselineSeconds"] = time.perf_counter() - started
+    elif experiment.evaluation.baselines and options.no_baselines_because:
+        result.notes.append(f"baselines left out: {options.no_baselines_because}")
+
+
 def drive(
     experiment: Experiment, transport: Transport, store: RunStore, options: DriveOptions
 ) -> RunResult:
@@ -205,23 +233,18 @@ def drive(
             result.rounds.append(record)
             _spend(result, record, fed)
             store.save_result(result)  # first: a checkpoint never runs ahead of result.json
-            store.save_checkpoint(params, optimizer.state(), len(result.rounds))
+            if not options.validation_only:
+                store.save_checkpoint(params, optimizer.state(), len(result.rounds))
             if options.progress:
                 options.progress(record)
 
         trained = time.perf_counter()
         params = fed.run_rounds(setup, start, on_round)
         result.timings["trainingSeconds"] = time.perf_counter() - trained
-        result.final = fed.evaluate(params, setup.active)
-        if experiment.personalization.fine_tunes:
-            result.personalized = fed.personalize(params, setup.active, result.notes)
-        _save_model(store, setup, params, experiment, result.notes)
-        if options.baselines:
-            started = time.perf_counter()
-            result.baselines = compute_baselines(experiment, setup, result.notes, options.policies)
-            result.timings["baselineSeconds"] = time.perf_counter() - started
-        elif experiment.evaluation.baselines and options.no_baselines_because:
-            result.notes.append(f"baselines left out: {options.no_baselines_because}")
+        if options.validation_only:
+            result.notes.append(TRIAL_NOTE)
+        else:
+            _test_and_save(fed, setup, params, result, store, options)
         result.status = "succeeded"
     except BaseException as exc:
         result.status = "failed"

@@ -13,8 +13,9 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +80,11 @@ class _LostSites:
 class _Deployment:
     experiment: Experiment
     backend: LocalBackend
-    store: RunStore
+    store: RunStore | None  # None: runs are submitted by someone else (a search)
     secrets: Path  # keys and Flower's home: a temporary folder, never the run directory
     supervisor: Supervisor
+    address: str = ""  # the SuperLink's, once started
+    ca: Path | None = None  # the CA its certificate is signed by (None: --insecure)
 
     def start(self) -> FlowerCli:
         tls = None
@@ -94,7 +97,8 @@ class _Deployment:
         role = self.supervisor.start("server", server.argv())
         wait_for_port(port, role, self.backend.startup_timeout_s)
         address = f"127.0.0.1:{port}"
-        cli = FlowerCli(self.secrets / "flwr", address, tls.ca if tls else None)
+        self.address, self.ca = address, tls.ca if tls else None
+        cli = FlowerCli(self.secrets / "flwr", address, self.ca)
         keys = self._register_sites(cli) if tls is not None else {}
         for site in self.experiment.sites:
             key = keys.get(site.name)
@@ -122,11 +126,47 @@ class _Deployment:
         return keys
 
     def submit(self, cli: FlowerCli, resume: bool, job: str) -> int:
+        assert self.store is not None
         timeouts = (self.backend.startup_timeout_s, self.backend.round_timeout_s)
         # medfl.run writes the report itself, so the ServerApp is done once result.json ends
         return submit_run(
             cli, self.experiment, self.store.path, resume, timeouts, self.secrets, False, job
         )
+
+
+@dataclass(frozen=True)
+class RunningDeployment:
+    """A started deployment that takes runs: its SuperLink's address, the CA to trust
+    it by, and ``watch``, which raises TrainingError once one of its processes ended."""
+
+    address: str
+    ca: Path | None
+    watch: Callable[[], None]
+
+
+@contextmanager
+def deployed(
+    experiment: Experiment, backend: LocalBackend, log_dir: Path
+) -> Iterator[RunningDeployment]:
+    """``backend``'s server and the experiment's sites, up while the block runs (a
+    search submits many runs to them); every process stopped after, also on failure
+    and Ctrl-C. Logs go to ``log_dir``."""
+    with tempfile.TemporaryDirectory(prefix="medfl-deploy-") as secrets:
+        supervisor = Supervisor(log_dir, flower_env(Path(secrets) / "flwr"))
+        deployment = _Deployment(experiment, backend, None, Path(secrets), supervisor)
+        try:
+            deployment.start()
+            yield RunningDeployment(
+                deployment.address, deployment.ca, lambda: _any_exit(supervisor)
+            )
+        finally:
+            supervisor.stop_all()
+
+
+def _any_exit(supervisor: Supervisor) -> None:
+    for role in supervisor.newly_exited():
+        what = "the server (SuperLink)" if role.site is None else f"site {role.site!r}"
+        raise TrainingError(f"{what} {ended(role)}")
 
 
 def submit_run(

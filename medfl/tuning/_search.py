@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +17,14 @@ from typing import Any
 from medfl.errors import TrainingError, UsageError
 from medfl.spec import Experiment
 from medfl.spec._load import resolve_paths
-from medfl.spec._policy import PolicyFiles
 from medfl.spec._tuning import Tuning
 from medfl.tuning._space import check_space, decoded, default_point, encoded, optuna_space
+from medfl.tuning._where import FederationTrials, InProcessTrials, Where
 
 log = logging.getLogger("medfl.tune")
+
+TRIAL_RUNS = "trial-runs"  # a federation's trials: each its run folder here, by trial id
+_WAITING_CPU = 0.25  # of this machine's Ray, for a trial that only follows its Flower run
 
 
 @dataclass
@@ -92,22 +95,79 @@ def _ray(address: str | None) -> Iterator[None]:
 def run_trials(
     experiment: Experiment,
     folder: Path,
-    address: str | None = None,
-    policies: PolicyFiles = (),
+    where: Where | None = None,
+    watch: Callable[[], None] = lambda: None,
 ) -> SearchResult:
-    """Every trial of ``experiment.tuning``; none touches a test split."""
+    """Every trial of ``experiment.tuning``; none touches a test split. ``watch`` (a
+    local deployment's processes) is called at every step of the search and may raise."""
     tuning = experiment.tuning
     if tuning is None:
         raise UsageError("the experiment has no tuning section: nothing to search")
+    where = where or InProcessTrials()
     check_space(experiment, tuning)
     portable = resolve_paths(experiment, Path.cwd())  # trials run in other folders
     point = default_point(experiment, tuning)
     began = time.perf_counter()
-    with _ray(address):
-        grid = _tuner(portable, tuning, folder, point, policies).fit()
+    address = where.ray_address if isinstance(where, InProcessTrials) else None
+    with _ray(address), _stopping_runs(where, folder):
+        tuner = _tuner(portable, tuning, folder, point, _trials(where, portable, folder, watch))
+        grid = tuner.fit()
         rows = [_row(i, result, tuning, experiment) for i, result in enumerate(grid)]
     rows.sort(key=lambda r: r.number)
     return SearchResult(tuning, rows, time.perf_counter() - began, point)
+
+
+@dataclass
+class _Trials:
+    """What Ray Tune runs for a trial, with what, and how many at once."""
+
+    trainable: Any
+    resources: dict[str, float]
+    concurrency: int
+    callbacks: list[Any]
+
+
+def _trials(
+    where: Where, experiment: Experiment, folder: Path, watch: Callable[[], None]
+) -> _Trials:
+    from ray import tune
+
+    tuning = experiment.tuning
+    assert tuning is not None
+    spec_text = json.dumps(experiment.to_wire())
+    if isinstance(where, FederationTrials):
+        from medfl.tuning._remote import StopRuns, federation_trial
+
+        runs = (folder / TRIAL_RUNS).resolve()
+        runs.mkdir(parents=True, exist_ok=True)
+        trainable = tune.with_parameters(
+            federation_trial, spec_text=spec_text, where=where, runs=str(runs)
+        )
+        # the sites train; a trial here only waits on them. All trials share the same
+        # sites, so one at a time unless tuning.concurrency says otherwise.
+        resources = {"cpu": _WAITING_CPU, "gpu": 0.0}
+        return _Trials(
+            trainable, resources, tuning.concurrency or 1, [StopRuns(where, runs, watch)]
+        )
+    from medfl.tuning._trial import trial
+
+    files = [(site, str(path)) for site, path in where.site_policies]
+    trainable = tune.with_parameters(trial, spec_text=spec_text, policy_files=files)
+    resources = {"cpu": tuning.resources.cpus, "gpu": tuning.resources.gpus}
+    return _Trials(trainable, resources, tuning.concurrency or _concurrency(tuning), [])
+
+
+@contextmanager
+def _stopping_runs(where: Where, folder: Path) -> Iterator[None]:
+    """A federation's trials whose runs are still going when the search ends (its time
+    budget, a failure, Ctrl-C) are stopped: the sites are shared with the next work."""
+    try:
+        yield
+    finally:
+        if isinstance(where, FederationTrials):
+            from medfl.tuning._remote import stop_left_runs
+
+            stop_left_runs(where, (folder / TRIAL_RUNS).resolve())
 
 
 def _tuner(  # type: ignore[no-untyped-def]
@@ -115,13 +175,11 @@ def _tuner(  # type: ignore[no-untyped-def]
     tuning: Tuning,
     folder: Path,
     point: dict[str, Any] | None,
-    policies: PolicyFiles,
+    trials: _Trials,
 ):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-
-    from medfl.tuning._trial import trial
 
     rounds = experiment.training.rounds
     search = OptunaSearch(
@@ -138,21 +196,15 @@ def _tuner(  # type: ignore[no-untyped-def]
             time_attr="round", max_t=rounds, grace_period=grace,
             reduction_factor=tuning.reduction_factor,
         )  # fmt: skip
-    resources = {"cpu": tuning.resources.cpus, "gpu": tuning.resources.gpus}
-    spec_text = json.dumps(experiment.to_wire())
-    files = [(site, str(path)) for site, path in policies]
-    trainable = tune.with_resources(
-        tune.with_parameters(trial, spec_text=spec_text, policy_files=files), resources
-    )
     return tune.Tuner(
-        trainable,
+        tune.with_resources(trials.trainable, trials.resources),
         tune_config=tune.TuneConfig(
             metric=tuning.metric,
             mode=tuning.direction,
             search_alg=search,
             scheduler=scheduler,
             num_samples=tuning.trials,
-            max_concurrent_trials=tuning.concurrency or _concurrency(tuning),
+            max_concurrent_trials=trials.concurrency,
             time_budget_s=tuning.time_budget_seconds,
             reuse_actors=True,
         ),
@@ -160,6 +212,7 @@ def _tuner(  # type: ignore[no-untyped-def]
             name="trials",
             storage_path=str(folder.resolve()),
             verbose=0,
+            callbacks=trials.callbacks,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
