@@ -13,9 +13,10 @@ HELM := $(VENV)/bin/helm
 HELM_VERSION := v4.1.4
 K8S_VERSION := 1.35
 CHART := charts/medfl
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run transfer-example test test-fast lint format bench clean crds chart
+.PHONY: help install run transfer-example test test-fast lint format bench clean crds chart images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -76,6 +77,14 @@ chart: $(STAMP) $(HELM) ## helm lint --strict, render it (default and ci/ values
 	  $(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $$(find $$out -name '*.yaml'); \
 	  echo "rendered and validated: $${values:-default values}"; rm -rf $$out; \
 	done
+
+images: ## build the runtime and operator images (images/Dockerfile) where a Docker engine runs
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  docker build -f images/Dockerfile --target runtime -t ghcr.io/medfl/runtime:$(VERSION) . && \
+	  docker build -f images/Dockerfile --target operator -t ghcr.io/medfl/operator:$(VERSION) . ; \
+	else \
+	  echo "make images: no Docker engine here; images/Dockerfile is checked statically (tests/images)"; \
+	fi
 
 bench: $(STAMP) ## benchmarks: FLamby accuracy, engine and deployment speed, transfer learning
 	bash bench/run_all.sh
