@@ -1,0 +1,51 @@
+"""kopf's handlers: thin. Each takes the body, calls the plain reconcile, returns nothing
+(a handler's return value would land in an undeclared status field)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from medfl.k8s import GROUP, PLURAL, VERSION
+from medfl_operator._reconcile import Reconciler
+from medfl_operator._settings import reconciler
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+PREFIX = "medfl.io"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's own bookkeeping goes to annotations: the API server drops status fields
+    # the CRD does not declare, and kopf's default keeps some under status.kopf.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-spec"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/operator"
+    settings.posting.level = logging.WARNING
+    memo.reconciler = reconciler()
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    found: Reconciler = memo.reconciler
+    return found
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _reconciler(memo).apply(body)
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=5.0, backoff=5.0)
+def follow(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Keep the status true while the experiment exists. kopf stops it, and removes its
+    finalizer, when the experiment is deleted; the children go by their owner references."""
+    found = _reconciler(memo)
+    while not stopped:
+        found.sync(body)
+        stopped.wait(found.poll_seconds)
