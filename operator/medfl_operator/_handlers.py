@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,10 +43,14 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=5.0, backoff=5.0)
-def follow(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def follow(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Keep the status true while the experiment exists. kopf stops it, and removes its
-    finalizer, when the experiment is deleted; the children go by their owner references."""
+    finalizer, when the experiment is deleted; the children go by their owner references.
+
+    Async on purpose: a sync daemon holds one of kopf's few worker threads for its whole
+    life, and a handful of experiments would leave none for the other handlers. Here a
+    thread is borrowed only while the children are read."""
     found = _reconciler(memo)
     while not stopped:
-        found.sync(body)
-        stopped.wait(found.poll_seconds)
+        await asyncio.to_thread(found.sync, body)
+        await stopped.wait(found.poll_seconds)

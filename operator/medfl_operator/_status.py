@@ -287,9 +287,17 @@ def _completion(job: Manifest | None) -> datetime | None:
 
 
 def to_patch(status: ExperimentStatus, previous: Manifest | None) -> Manifest:
-    """The status as a merge patch: sites no longer in the spec are removed (null)."""
-    wire: Manifest = dict(status.to_wire())
-    gone = set((previous or {}).get("sites") or {}) - set(status.sites)
-    if gone:
-        wire["sites"] = {**wire.get("sites", {}), **dict.fromkeys(gone)}
-    return wire
+    """The status as a JSON merge patch over ``previous``: a merge patch keeps what it
+    does not mention, so fields that were written and are now unset (a site's message
+    once it is online, a site no longer in the spec) are sent as null."""
+    return _with_nulls(dict(status.to_wire()), previous or {})
+
+
+def _with_nulls(new: Manifest, old: Manifest) -> Manifest:
+    out: Manifest = dict(new)
+    for key, value in old.items():
+        if key not in new:
+            out[key] = None
+        elif isinstance(value, dict) and isinstance(new[key], dict):
+            out[key] = _with_nulls(new[key], value)
+    return out

@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,8 +72,21 @@ def _selected(obj: dict[str, Any], selector: str | None) -> bool:
     return all(labels.get(k) == v for k, v in pairs)
 
 
+_KEPT_REQUESTS = 20
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request, as the tests look back at it."""
+
+    method: str
+    path: str
+    agent: str
+
+
 @attrs.define(kw_only=True)
 class Emulator(kmock.KubernetesEmulator):
+    log: list[Seen] = attrs.field(factory=list, init=False)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     def _next_version(self) -> str:
@@ -110,6 +124,11 @@ class Emulator(kmock.KubernetesEmulator):
         meta["generation"] = generation
 
     async def _handle(self, request: rendering.Request) -> Any:
+        agent = request.headers.get("User-Agent", "")
+        self.log.append(Seen(str(request.method), request.url.path, agent))
+        # kmock keeps every request and its filters walk them all on each new one, so
+        # serving slows down as the test goes on: keep only the newest
+        del self._requests[:-_KEPT_REQUESTS]
         if request.resource is not None and isinstance(request.data, dict | list):
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
                 self._stamp_create(request)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medfl.k8s._config import CONFIG_FILE
 from medfl_operator._settings import CONFIG_ENV, load_config
+
+from medfl.k8s._config import CONFIG_FILE
 
 DEPLOYMENT = Path(__file__).resolve().parents[2] / "charts/medfl/templates/deployment.yaml"
 

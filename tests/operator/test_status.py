@@ -208,10 +208,13 @@ def test_the_status_read_back_parses_with_its_computed_columns(target: Target) -
     assert previous_status({"phase": "Exploded"}) == ExperimentStatus()
 
 
-def test_sites_that_left_the_spec_are_removed_by_the_patch(target: Target) -> None:
+def test_what_is_no_longer_so_is_removed_by_the_merge_patch(target: Target) -> None:
     status = status_of(target, all_ready(target))
-    patch = to_patch(status, {"sites": {"basel": {"state": "Online"}}})
+    before = {"sites": {"basel": {"state": "Online"}, "hungary": {"message": "no pod yet"}}}
+    patch = to_patch(status, {**before, "completionTime": "2026-12-04T08:00:00Z"})
     assert patch["sites"]["basel"] is None
+    assert patch["sites"]["hungary"] == {"state": "Online", "restarts": 0, "message": None}
+    assert patch["completionTime"] is None
 
 
 def _written(target: Target, owner: Owner) -> list[dict[str, Any]]:

@@ -1,0 +1,265 @@
+"""The operator for real: kopf runs medfl_operator in its own thread against kmock's
+in-memory Kubernetes API over HTTP (tests/operator/emulator.py). The test plays the
+user (experiments created, changed, deleted) and the kubelet and controllers (pods,
+Deployment availability, Job outcomes), and reads the status the operator writes.
+
+What this cannot prove (no real API server): admission and schema pruning, garbage
+collection by owner references, RBAC, scheduling — see tests/cluster/."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes.config.kube_config
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from medfl_operator._settings import CONFIG_ENV, POLL_ENV
+
+from tests.operator.cluster import NS, USER_AGENT, Http, Kubelet, wait_for
+from tests.operator.conftest import example_cr
+from tests.operator.emulator import ApiServer, Seen
+
+SITES = ["cleveland", "hungary", "switzerland", "va-long-beach"]
+
+
+@dataclass
+class Cluster:
+    server: ApiServer
+    http: Http
+    kubelet: Kubelet
+    made: list[str] = field(default_factory=list)
+
+    def experiment(self, name: str, **spec: Any) -> dict[str, Any]:
+        self.made.append(name)
+        cr = example_cr()
+        cr["metadata"] = {"name": name, "namespace": NS}
+        cr["spec"].update(copy.deepcopy(spec))
+        return self.http.create("FederatedExperiment", cr)
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.http.get("FederatedExperiment", name) or {}
+        return dict(obj.get("status") or {})
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        found = [c for c in self.status(name).get("conditions", []) if c["type"] == kind]
+        return found[0] if found else None
+
+    def wait_condition(self, name: str, kind: str, status: str, timeout: float = 10.0):
+        def check() -> dict[str, Any] | None:
+            cond = self.condition(name, kind)
+            return cond if cond and cond["status"] == status else None
+
+        return wait_for(check, timeout, f"{name}: {kind}={status} (status: {self.status(name)})")
+
+    def children(self, name: str) -> list[dict[str, Any]]:
+        kinds = ("Deployment", "Service", "Secret", "ConfigMap", "Job")
+        items = [o for kind in kinds for o in self.http.list(kind)]
+        return [
+            o
+            for o in items
+            if (o["metadata"].get("labels") or {}).get("medfl.io/experiment") == name
+        ]
+
+    def run_everything(self, name: str) -> None:
+        for deployment in [f"{name}-server", *(f"{name}-site-{s}" for s in SITES)]:
+            self.kubelet.run(deployment)
+
+    def operator_requests(self, method: str, fragment: str) -> list[Seen]:
+        assert self.server.emulator is not None
+        return [
+            seen
+            for seen in list(self.server.emulator.log)
+            if seen.method == method and fragment in seen.path and seen.agent != USER_AGENT
+        ]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    folder = tmp_path_factory.mktemp("cluster")
+    config = folder / "config.yaml"
+    config.write_text("results: {claimName: medfl-results}\n")
+    with ApiServer() as server, pytest.MonkeyPatch.context() as patch:
+        kubeconfig = folder / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server.url)))
+        # kopf's login and the operator's client both read the default kubeconfig
+        patch.setattr(
+            kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig)
+        )
+        patch.setenv(CONFIG_ENV, str(config))
+        patch.setenv(POLL_ENV, "0.3")
+        patch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+        args = ["run", "--module=medfl_operator", "--standalone", f"--namespace={NS}"]
+        with KopfRunner(args) as runner:
+            http = Http(server.url)
+            yield Cluster(server, http, Kubelet(http))
+    assert runner.exception is None, runner.output[-5000:]
+    assert runner.exit_code == 0
+
+
+@pytest.fixture(autouse=True)
+def _one_experiment_at_a_time(cluster: Cluster) -> Iterator[None]:
+    """Each test's experiments are deleted after it: one emulated API server serves
+    every status loop, and it is slow enough that a dozen loops would crowd it."""
+    yield
+    for name in cluster.made:
+        if cluster.http.get("FederatedExperiment", name) is not None:
+            cluster.http.delete("FederatedExperiment", name)
+    for name in cluster.made:
+        wait_for(lambda n=name: cluster.http.get("FederatedExperiment", n) is None, message=name)
+    cluster.made.clear()
+
+
+def _kubeconfig(url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+        "users": [{"name": "tests", "user": {"token": "unused"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tests"}}],
+        "current-context": "kmock",
+    }
+
+
+def test_an_experiment_gets_owned_children_and_runs_to_succeeded(cluster: Cluster) -> None:
+    uid = cluster.experiment("study-a")["metadata"]["uid"]
+    children = wait_for(
+        lambda: len(cluster.children("study-a")) == 12 and cluster.children("study-a")
+    )
+    assert sorted((c["kind"], c["metadata"]["name"]) for c in children) == sorted(
+        [
+            ("Deployment", "study-a-server"),
+            ("Service", "study-a-server"),
+            ("ConfigMap", "study-a-spec"),
+        ]
+        + [("Secret", "study-a-tls")]
+        + [("Deployment", f"study-a-site-{s}") for s in SITES]
+        + [("Secret", f"study-a-key-{s}") for s in SITES]
+    )
+    for child in children:
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert (ref["uid"], ref["kind"], ref["controller"]) == (uid, "FederatedExperiment", True)
+    valid = cluster.wait_condition("study-a", "Valid", "True")
+    assert valid["reason"] == "Validated"
+    assert cluster.status("study-a")["phase"] == "Pending"
+    assert cluster.condition("study-a", "ServerReady")["status"] == "False"  # type: ignore[index]
+
+    cluster.kubelet.run("study-a-server")
+    cluster.wait_condition("study-a", "ServerReady", "True")
+    assert cluster.http.get("Job", "study-a-submit") is None  # not before the sites
+
+    for site in SITES:
+        cluster.kubelet.run(f"study-a-site-{site}")
+    cluster.wait_condition("study-a", "SitesReady", "True")
+    training = cluster.wait_condition("study-a", "Training", "True")
+    assert training["reason"] == "Running"
+    status = cluster.status("study-a")
+    assert (status["phase"], status["sitesReady"], status["round"]) == ("Running", "4/4", "0/15")
+    assert status["sites"]["hungary"] == {"state": "Online", "restarts": 0}
+
+    cluster.kubelet.finish_job("study-a-submit", succeeded=True)
+    done = cluster.wait_condition("study-a", "Succeeded", "True")
+    assert done["reason"] == "RunCompleted"
+    status = cluster.status("study-a")
+    assert (status["phase"], status["round"]) == ("Succeeded", "15/15")
+    assert status["completionTime"] == "2026-12-04T09:00:00Z"
+    assert status["results"] == {"claimName": "medfl-results", "path": f"default/study-a-{uid[:8]}"}
+    assert status["observedGeneration"] == 1
+
+
+def test_a_failing_run_ends_failed_with_the_submissions_reason(cluster: Cluster) -> None:
+    cluster.experiment("study-b")
+    cluster.run_everything("study-b")
+    cluster.wait_condition("study-b", "Training", "True")
+    said = "medfl: only 2 of 4 sites connected within 180 s"
+    cluster.kubelet.finish_job("study-b-submit", succeeded=False, message=said)
+    failed = cluster.wait_condition("study-b", "Failed", "True")
+    assert (failed["reason"], failed["message"]) == ("RunFailed", said)
+    assert cluster.status("study-b")["phase"] == "Failed"
+    assert cluster.condition("study-b", "Succeeded")["status"] == "False"  # type: ignore[index]
+
+
+def test_a_site_pod_that_dies_is_left_to_its_deployment(cluster: Cluster) -> None:
+    cluster.experiment("study-c")
+    cluster.run_everything("study-c")
+    cluster.wait_condition("study-c", "SitesReady", "True")
+    deployment = cluster.http.get("Deployment", "study-c-site-hungary")
+    assert deployment is not None
+    (dead,) = [
+        p
+        for p in cluster.http.list("Pod")
+        if p["metadata"]["name"].startswith("study-c-site-hungary")
+    ]
+
+    # the pod dies; its replacement crashes for a while, then comes up
+    cluster.http.delete("Pod", dead["metadata"]["name"])
+    cluster.kubelet.available("study-c-site-hungary", ready=False)
+    waiting = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}
+    cluster.kubelet.start_pod(deployment, ready=False, restarts=2, **waiting)
+    sites_ready = cluster.wait_condition("study-c", "SitesReady", "False")
+    assert sites_ready["reason"] == "SiteFailed"
+    assert "hungary: CrashLoopBackOff: back-off 10s" in sites_ready["message"]
+    assert cluster.status("study-c")["sites"]["hungary"]["restarts"] == 2
+    cluster.kubelet.available("study-c-site-hungary")
+    cluster.wait_condition("study-c", "SitesReady", "True")
+
+    # the operator neither touched pods nor replaced the Deployment
+    assert cluster.operator_requests("DELETE", "/pods") == []
+    assert cluster.operator_requests("POST", "/pods") == []
+    after = cluster.http.get("Deployment", "study-c-site-hungary")
+    assert after is not None and after["metadata"]["uid"] == deployment["metadata"]["uid"]
+    assert cluster.status("study-c")["phase"] == "Running"
+
+
+def test_an_invalid_spec_fails_without_children_and_is_not_retried(cluster: Cluster) -> None:
+    sites = example_cr()["spec"]["sites"]
+    cluster.experiment("bad", sites=[sites[0], sites[0]])
+    valid = cluster.wait_condition("bad", "Valid", "False")
+    assert valid["reason"] == "InvalidSpec"
+    assert "site name(s) used twice: cleveland" in valid["message"]
+    assert cluster.status("bad")["phase"] == "Failed"
+    assert cluster.condition("bad", "Failed")["reason"] == "InvalidSpec"  # type: ignore[index]
+    # kopf recorded the creation as handled (a PermanentError is not retried) and the
+    # operator made nothing for it
+    meta = wait_for(lambda: _handled(cluster, "bad"), message="bad handled")
+    assert yaml.safe_load(meta["annotations"]["medfl.io/last-handled-spec"])["spec"]["sites"][1]
+    assert cluster.children("bad") == []
+
+    # corrected, it is reconciled like any other
+    cluster.http.patch("FederatedExperiment", "bad", {"spec": {"sites": sites}})
+    cluster.wait_condition("bad", "Valid", "True")
+    wait_for(lambda: len(cluster.children("bad")) == 12, message="children of the corrected spec")
+    assert cluster.status("bad")["observedGeneration"] == 2
+
+
+def _handled(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    meta = (cluster.http.get("FederatedExperiment", name) or {}).get("metadata", {})
+    return meta if "medfl.io/last-handled-spec" in (meta.get("annotations") or {}) else None
+
+
+def test_a_spec_change_keeps_the_tls_material_and_is_observed(cluster: Cluster) -> None:
+    cluster.experiment("study-d")
+    before = wait_for(lambda: cluster.http.get("Secret", "study-d-tls"))
+    key_before = wait_for(lambda: cluster.http.get("Secret", "study-d-key-hungary"))
+    cluster.http.patch("FederatedExperiment", "study-d", {"spec": {"training": {"rounds": 20}}})
+    wait_for(lambda: cluster.status("study-d").get("totalRounds") == 20, message="totalRounds 20")
+    assert cluster.status("study-d")["observedGeneration"] == 2
+    assert cluster.http.get("Secret", "study-d-tls")["data"] == before["data"]  # type: ignore[index]
+    assert cluster.http.get("Secret", "study-d-key-hungary")["data"] == key_before["data"]  # type: ignore[index]
+    server_args = cluster.http.get("Deployment", "study-d-server")
+    assert server_args is not None
+
+
+def test_deleting_an_experiment_releases_its_finalizer(cluster: Cluster) -> None:
+    created = cluster.experiment("study-e")
+    wait_for(lambda: cluster.condition("study-e", "Valid"), message="study-e reconciled")
+    finalizers = cluster.http.get("FederatedExperiment", "study-e")["metadata"]["finalizers"]  # type: ignore[index]
+    assert finalizers == ["medfl.io/operator"]
+    cluster.http.delete("FederatedExperiment", "study-e")
+    wait_for(lambda: cluster.http.get("FederatedExperiment", "study-e") is None, message="gone")
+    # what remains is for the garbage collector: every child points at the deleted owner
+    for child in cluster.children("study-e"):
+        assert child["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
