@@ -45,6 +45,7 @@ OPERATOR_RULES = {  # (apiGroup, resource) -> verbs, in every watch mode
     ("apps", "deployments"): ["get", "list", "watch", "create", "patch", "delete"],
     ("", "services"): ["get", "list", "watch", "create", "patch", "delete"],
     ("", "secrets"): ["get", "create", "patch", "delete"],
+    ("", "configmaps"): ["get", "create", "patch", "delete"],
     ("batch", "jobs"): ["get", "list", "watch", "create", "delete"],
     ("", "pods"): ["get", "list", "watch"],
     ("", "events"): ["create"],

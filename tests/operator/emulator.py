@@ -82,6 +82,7 @@ class Seen:
     method: str
     path: str
     agent: str
+    watch: bool = False
 
 
 @attrs.define(kw_only=True)
@@ -125,7 +126,8 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: rendering.Request) -> Any:
         agent = request.headers.get("User-Agent", "")
-        self.log.append(Seen(str(request.method), request.url.path, agent))
+        watch = request.params.get("watch") == "true"
+        self.log.append(Seen(request.method.value, request.url.path, agent, watch))
         # kmock keeps every request and its filters walk them all on each new one, so
         # serving slows down as the test goes on: keep only the newest
         del self._requests[:-_KEPT_REQUESTS]

@@ -11,14 +11,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kubernetes.config.kube_config
 import pytest
 import yaml
+from kmock._internal import parsing
 from kopf.testing import KopfRunner
 from medfl_operator._settings import CONFIG_ENV, POLL_ENV
 
+from medfl.k8s import GROUP, PLURAL
+from tests.k8s.test_chart import render, rules
 from tests.operator.cluster import NS, USER_AGENT, Http, Kubelet, wait_for
 from tests.operator.conftest import example_cr
 from tests.operator.emulator import ApiServer, Seen
@@ -206,7 +210,8 @@ def test_a_site_pod_that_dies_is_left_to_its_deployment(cluster: Cluster) -> Non
     cluster.kubelet.available("study-c-site-hungary")
     cluster.wait_condition("study-c", "SitesReady", "True")
 
-    # the operator neither touched pods nor replaced the Deployment
+    # the operator neither touched pods nor replaced the Deployment (it did write)
+    assert cluster.operator_requests("PATCH", "/federatedexperiments/study-c/status") != []
     assert cluster.operator_requests("DELETE", "/pods") == []
     assert cluster.operator_requests("POST", "/pods") == []
     after = cluster.http.get("Deployment", "study-c-site-hungary")
@@ -263,3 +268,48 @@ def test_deleting_an_experiment_releases_its_finalizer(cluster: Cluster) -> None
     # what remains is for the garbage collector: every child points at the deleted owner
     for child in cluster.children("study-e"):
         assert child["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+
+
+def _verb(seen: Seen) -> str:
+    if seen.method == "GET":
+        return "watch" if seen.watch else ("get" if _name(seen.path) else "list")
+    return {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[seen.method]
+
+
+def _name(path: str) -> str | None:
+    return parsing.parse_path(path).name
+
+
+def _resource(path: str) -> tuple[str, str] | None:
+    parsed = parsing.parse_path(path)
+    if parsed.group is None or parsed.plural is None:
+        return None  # discovery (/api, /apis/GROUP/VERSION): every account may read it
+    tail = f"/{parsed.subresource}" if parsed.subresource else ""
+    return parsed.group, parsed.plural + tail
+
+
+def test_every_call_the_operator_made_is_granted_by_the_charts_rbac(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """kopf's and the operator's own requests in this module, against the ClusterRoles
+    the chart renders (a real API server would refuse anything else with 403)."""
+    cluster.experiment("study-rbac")  # one whole life, whatever ran before
+    cluster.run_everything("study-rbac")
+    cluster.kubelet.finish_job("study-rbac-submit", succeeded=False, message="stopped")
+    cluster.wait_condition("study-rbac", "Failed", "True")
+    cluster.http.delete("FederatedExperiment", "study-rbac")
+    wait_for(lambda: cluster.http.get("FederatedExperiment", "study-rbac") is None)
+    objects = render(tmp_path)
+    granted: dict[tuple[str, str], list[str]] = {}
+    for role in ("medfl-operator", "medfl-framework"):
+        for key, verbs in rules(objects[("ClusterRole", role)]).items():
+            granted[key] = granted.get(key, []) + verbs
+    assert cluster.server.emulator is not None
+    used = {
+        (resource, _verb(seen))
+        for seen in cluster.server.emulator.log
+        if seen.agent != USER_AGENT and (resource := _resource(seen.path)) is not None
+    }
+    assert ((GROUP, PLURAL + "/status"), "patch") in used
+    refused = sorted((r, v) for r, v in used if v not in granted.get(r, []))
+    assert refused == []
