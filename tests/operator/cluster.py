@@ -4,16 +4,21 @@ availability, Job outcomes), which the emulator does not run."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import urllib3
 
 from medfl.k8s import GROUP, PLURAL, VERSION
+from tests.operator.conftest import example_cr
+from tests.operator.emulator import ApiServer, Seen
 
 NS = "default"
+SITE_NAMES = ["cleveland", "hungary", "switzerland", "va-long-beach"]
 T = TypeVar("T")
 _PATHS = {
     "FederatedExperiment": f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}",
@@ -125,3 +130,54 @@ class Kubelet:
                 reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit"
             )
         self.http.patch("Job", name, {"status": status}, status=True)
+
+
+@dataclass
+class Cluster:
+    server: ApiServer
+    http: Http
+    kubelet: Kubelet
+    made: list[str] = field(default_factory=list)
+
+    def experiment(self, name: str, **spec: Any) -> dict[str, Any]:
+        self.made.append(name)
+        cr = example_cr()
+        cr["metadata"] = {"name": name, "namespace": NS}
+        cr["spec"].update(copy.deepcopy(spec))
+        return self.http.create("FederatedExperiment", cr)
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.http.get("FederatedExperiment", name) or {}
+        return dict(obj.get("status") or {})
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        found = [c for c in self.status(name).get("conditions", []) if c["type"] == kind]
+        return found[0] if found else None
+
+    def wait_condition(self, name: str, kind: str, status: str, timeout: float = 10.0):
+        def check() -> dict[str, Any] | None:
+            cond = self.condition(name, kind)
+            return cond if cond and cond["status"] == status else None
+
+        return wait_for(check, timeout, f"{name}: {kind}={status} (status: {self.status(name)})")
+
+    def children(self, name: str) -> list[dict[str, Any]]:
+        kinds = ("Deployment", "Service", "Secret", "ConfigMap", "Job")
+        items = [o for kind in kinds for o in self.http.list(kind)]
+        return [
+            o
+            for o in items
+            if (o["metadata"].get("labels") or {}).get("medfl.io/experiment") == name
+        ]
+
+    def run_everything(self, name: str) -> None:
+        for deployment in [f"{name}-server", *(f"{name}-site-{s}" for s in SITE_NAMES)]:
+            self.kubelet.run(deployment)
+
+    def operator_requests(self, method: str, fragment: str) -> list[Seen]:
+        assert self.server.emulator is not None
+        return [
+            seen
+            for seen in list(self.server.emulator.log)
+            if seen.method == method and fragment in seen.path and seen.agent != USER_AGENT
+        ]

@@ -4,12 +4,19 @@ operator's settings as the GPU values of the chart give them, and an owner."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import kubernetes.config.kube_config
 import pytest
 import yaml
+from kopf.testing import KopfRunner
 from medfl_operator import Owner, Target
+from medfl_operator._settings import CONFIG_ENV, POLL_ENV
+
+if TYPE_CHECKING:
+    from tests.operator.cluster import Cluster
 
 from medfl.k8s._config import OperatorConfig
 from medfl.spec import Experiment, parse_experiment
@@ -72,4 +79,57 @@ def owner_body(owner: Owner) -> dict[str, Any]:
         "apiVersion": "medfl.io/v1alpha1",
         "kind": "FederatedExperiment",
         "metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid},
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The emulated API server with the operator running against it (kopf in a thread)."""
+    from tests.operator.cluster import NS, Cluster, Http, Kubelet
+    from tests.operator.emulator import ApiServer
+
+    folder = tmp_path_factory.mktemp("cluster")
+    config = folder / "config.yaml"
+    config.write_text("results: {claimName: medfl-results}\n")
+    with ApiServer() as server, pytest.MonkeyPatch.context() as patch:
+        kubeconfig = folder / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server.url)))
+        # kopf's login and the operator's client both read the default kubeconfig
+        patch.setattr(
+            kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig)
+        )
+        patch.setenv(CONFIG_ENV, str(config))
+        patch.setenv(POLL_ENV, "0.3")
+        patch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+        args = ["run", "--module=medfl_operator", "--standalone", f"--namespace={NS}"]
+        with KopfRunner(args) as runner:
+            http = Http(server.url)
+            yield Cluster(server, http, Kubelet(http))
+    assert runner.exception is None, runner.output[-5000:]
+    assert runner.exit_code == 0
+
+
+@pytest.fixture
+def one_at_a_time(cluster: Cluster) -> Iterator[None]:
+    """Each test's experiments are deleted after it: one emulated API server serves
+    every status loop, and it is slow enough that a dozen loops would crowd it."""
+    from tests.operator.cluster import wait_for
+
+    yield
+    for name in cluster.made:
+        if cluster.http.get("FederatedExperiment", name) is not None:
+            cluster.http.delete("FederatedExperiment", name)
+    for name in cluster.made:
+        wait_for(lambda n=name: cluster.http.get("FederatedExperiment", n) is None, message=name)
+    cluster.made.clear()
+
+
+def _kubeconfig(url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+        "users": [{"name": "tests", "user": {"token": "unused"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tests"}}],
+        "current-context": "kmock",
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -184,6 +185,8 @@ class ApiServer:
             await self._stop.wait()
 
     def __enter__(self) -> ApiServer:
+        # one line per request, from a thread that outlives pytest's captured streams
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("the emulated API server did not start")

@@ -8,124 +8,24 @@ collection by owner references, RBAC, scheduling — see tests/cluster/."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import kubernetes.config.kube_config
 import pytest
 import yaml
 from kmock._internal import parsing
-from kopf.testing import KopfRunner
-from medfl_operator._settings import CONFIG_ENV, POLL_ENV
 
 from medfl.k8s import GROUP, PLURAL
 from tests.k8s.test_chart import render, rules
-from tests.operator.cluster import NS, USER_AGENT, Http, Kubelet, wait_for
+from tests.operator.cluster import SITE_NAMES, USER_AGENT, Cluster, wait_for
 from tests.operator.conftest import example_cr
-from tests.operator.emulator import ApiServer, Seen
+from tests.operator.emulator import Seen
 
 SITES = ["cleveland", "hungary", "switzerland", "va-long-beach"]
 
 
-@dataclass
-class Cluster:
-    server: ApiServer
-    http: Http
-    kubelet: Kubelet
-    made: list[str] = field(default_factory=list)
-
-    def experiment(self, name: str, **spec: Any) -> dict[str, Any]:
-        self.made.append(name)
-        cr = example_cr()
-        cr["metadata"] = {"name": name, "namespace": NS}
-        cr["spec"].update(copy.deepcopy(spec))
-        return self.http.create("FederatedExperiment", cr)
-
-    def status(self, name: str) -> dict[str, Any]:
-        obj = self.http.get("FederatedExperiment", name) or {}
-        return dict(obj.get("status") or {})
-
-    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
-        found = [c for c in self.status(name).get("conditions", []) if c["type"] == kind]
-        return found[0] if found else None
-
-    def wait_condition(self, name: str, kind: str, status: str, timeout: float = 10.0):
-        def check() -> dict[str, Any] | None:
-            cond = self.condition(name, kind)
-            return cond if cond and cond["status"] == status else None
-
-        return wait_for(check, timeout, f"{name}: {kind}={status} (status: {self.status(name)})")
-
-    def children(self, name: str) -> list[dict[str, Any]]:
-        kinds = ("Deployment", "Service", "Secret", "ConfigMap", "Job")
-        items = [o for kind in kinds for o in self.http.list(kind)]
-        return [
-            o
-            for o in items
-            if (o["metadata"].get("labels") or {}).get("medfl.io/experiment") == name
-        ]
-
-    def run_everything(self, name: str) -> None:
-        for deployment in [f"{name}-server", *(f"{name}-site-{s}" for s in SITES)]:
-            self.kubelet.run(deployment)
-
-    def operator_requests(self, method: str, fragment: str) -> list[Seen]:
-        assert self.server.emulator is not None
-        return [
-            seen
-            for seen in list(self.server.emulator.log)
-            if seen.method == method and fragment in seen.path and seen.agent != USER_AGENT
-        ]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    folder = tmp_path_factory.mktemp("cluster")
-    config = folder / "config.yaml"
-    config.write_text("results: {claimName: medfl-results}\n")
-    with ApiServer() as server, pytest.MonkeyPatch.context() as patch:
-        kubeconfig = folder / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server.url)))
-        # kopf's login and the operator's client both read the default kubeconfig
-        patch.setattr(
-            kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig)
-        )
-        patch.setenv(CONFIG_ENV, str(config))
-        patch.setenv(POLL_ENV, "0.3")
-        patch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-        args = ["run", "--module=medfl_operator", "--standalone", f"--namespace={NS}"]
-        with KopfRunner(args) as runner:
-            http = Http(server.url)
-            yield Cluster(server, http, Kubelet(http))
-    assert runner.exception is None, runner.output[-5000:]
-    assert runner.exit_code == 0
-
-
-@pytest.fixture(autouse=True)
-def _one_experiment_at_a_time(cluster: Cluster) -> Iterator[None]:
-    """Each test's experiments are deleted after it: one emulated API server serves
-    every status loop, and it is slow enough that a dozen loops would crowd it."""
-    yield
-    for name in cluster.made:
-        if cluster.http.get("FederatedExperiment", name) is not None:
-            cluster.http.delete("FederatedExperiment", name)
-    for name in cluster.made:
-        wait_for(lambda n=name: cluster.http.get("FederatedExperiment", n) is None, message=name)
-    cluster.made.clear()
-
-
-def _kubeconfig(url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-        "users": [{"name": "tests", "user": {"token": "unused"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tests"}}],
-        "current-context": "kmock",
-    }
+SITES = SITE_NAMES
+pytestmark = pytest.mark.usefixtures("one_at_a_time")
 
 
 def test_an_experiment_gets_owned_children_and_runs_to_succeeded(cluster: Cluster) -> None:
