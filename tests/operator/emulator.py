@@ -103,7 +103,9 @@ class Emulator(kmock.KubernetesEmulator):
 
     def _stamp_update(self, request: rendering.Request) -> None:
         key = (request.resource, request.namespace, request.name)
-        current = self._objects[key].raw if key in self._objects else {}
+        if key not in self._objects or self._objects[key].deleted:
+            return  # kmock answers 404
+        current = self._objects[key].raw
         generation = (current.get("metadata") or {}).get("generation") or 1
         version = self._next_version()
         if isinstance(request.data, list):  # a JSON patch: its test ops are checked here

@@ -8,6 +8,7 @@ collection by owner references, RBAC, scheduling — see tests/cluster/."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from kmock._internal import parsing
 
-from medfl.k8s import GROUP, PLURAL
+from medfl.k8s import GROUP, PLURAL, crd_manifest
 from tests.k8s.test_chart import render, rules
 from tests.operator.cluster import SITE_NAMES, USER_AGENT, Cluster, wait_for
 from tests.operator.conftest import example_cr
@@ -72,6 +73,8 @@ def test_an_experiment_gets_owned_children_and_runs_to_succeeded(cluster: Cluste
     assert status["completionTime"] == "2026-12-04T09:00:00Z"
     assert status["results"] == {"claimName": "medfl-results", "path": f"default/study-a-{uid[:8]}"}
     assert status["observedGeneration"] == 1
+    declared = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert set(status) <= set(declared["properties"]["status"]["properties"])  # no status.kopf
 
 
 def test_a_failing_run_ends_failed_with_the_submissions_reason(cluster: Cluster) -> None:
@@ -117,6 +120,23 @@ def test_a_site_pod_that_dies_is_left_to_its_deployment(cluster: Cluster) -> Non
     after = cluster.http.get("Deployment", "study-c-site-hungary")
     assert after is not None and after["metadata"]["uid"] == deployment["metadata"]["uid"]
     assert cluster.status("study-c")["phase"] == "Running"
+
+
+def test_a_steady_experiment_costs_no_writes_and_a_deleted_child_is_put_back(
+    cluster: Cluster,
+) -> None:
+    cluster.experiment("study-f")
+    cluster.run_everything("study-f")
+    cluster.wait_condition("study-f", "Training", "True")
+    writes = len(cluster.operator_requests("PATCH", "/federatedexperiments/study-f/status"))
+    time.sleep(1.0)  # three rounds of the status loop
+    assert len(cluster.operator_requests("PATCH", "/federatedexperiments/study-f/status")) == writes
+
+    cluster.http.delete("Deployment", "study-f-site-hungary")
+    back = wait_for(lambda: cluster.http.get("Deployment", "study-f-site-hungary"), message="back")
+    assert back["metadata"]["ownerReferences"][0]["name"] == "study-f"
+    sites_ready = cluster.wait_condition("study-f", "SitesReady", "False")
+    assert "hungary" in sites_ready["message"]
 
 
 def test_an_invalid_spec_fails_without_children_and_is_not_retried(cluster: Cluster) -> None:
