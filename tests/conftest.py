@@ -40,6 +40,7 @@ TIME_BUDGETS = {
     "tests/fl/test_flower_engine.py": 150.0,
     "tests/deploy/test_local_backend.py": 300.0,  # real processes: 15-30 s a run
     "tests/deploy/test_roles.py": 60.0,
+    "tests/operator/test_pods_run_flower.py": 90.0,  # the operator's pods as real processes
 }
 DEFAULT_BUDGET = 30.0
 _spent: dict[str, float] = {}
