@@ -20,17 +20,20 @@ from medfl_operator._names import Owner
 from medfl_operator._render import (
     Target,
     server_tls_secret,
+    site_deployment,
     site_key_secret,
     submit_job,
     workloads,
 )
 from medfl_operator._status import (
+    FINISHED,
     Context,
     Observed,
     available,
     derive,
     invalid,
     previous_status,
+    run_over,
     to_patch,
 )
 
@@ -63,7 +66,8 @@ class Reconciler:
     poll_seconds: float = 10.0
 
     def target(self, body: Mapping[str, Any]) -> Target:
-        return Target(parse(body), self.config, owner_of(body))
+        over = run_over(self._previous(body))
+        return Target(parse(body), self.config, owner_of(body), run_over=over)
 
     def apply(self, body: Mapping[str, Any]) -> None:
         """Validate, then create or update every child but the Job. An invalid spec
@@ -97,7 +101,15 @@ class Reconciler:
             self.kube.create(_adopted(submit_job(target), body))
             observed = replace(observed, job=self._job(target))
         ctx = Context(target.experiment, self.config, target.owner, previous, _now())
-        self._write(body, derive(ctx, observed))
+        status = derive(ctx, observed)
+        if status.phase in FINISHED and not target.run_over and status.start_time:
+            self._stop_sites(replace(target, run_over=True), body)
+        self._write(body, status)
+
+    def _stop_sites(self, target: Target, body: Mapping[str, Any]) -> None:
+        """The run ended: scale the site Deployments to zero (GPUs freed)."""
+        for site in target.experiment.sites:
+            self.kube.apply(_adopted(site_deployment(target, site), body))
 
     def observe(self, target: Target) -> Observed:
         owner, kube = target.owner, self.kube

@@ -44,6 +44,10 @@ class Target:
     experiment: Experiment
     config: OperatorConfig
     owner: Owner
+    # The run ended: the site pods are scaled to zero, so their nodes' GPUs are free.
+    # The server stays, with the results claim mounted (medfl run --backend kubernetes
+    # fetches the run folder through it).
+    run_over: bool = False
 
     @property
     def image(self) -> str:
@@ -152,13 +156,16 @@ def _results_volume(target: Target) -> Manifest | None:
     return {"name": "results", "persistentVolumeClaim": {"claimName": results.claim_name}}
 
 
-def _deployment(target: Target, name: str, component: str, site: str | None, pod: Manifest):
+def _deployment(
+    target: Target, name: str, component: str, site: str | None, pod: Manifest
+) -> Manifest:
+    replicas = 0 if site is not None and target.run_over else 1
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(target, name, component, site),
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             # Never two at once: a second SuperNode with the same key is refused, and
             # the SuperLink's state is one file.
             "strategy": {"type": "Recreate"},

@@ -23,6 +23,7 @@ from medfl_operator._names import Owner
 
 Manifest = dict[str, Any]
 JobState = Literal["absent", "running", "succeeded", "failed"]
+FINISHED = ("Succeeded", "Failed")
 _COMPUTED = ("round", "sitesReady")  # written for kubectl's columns, not read back
 # A container waiting for one of these will not start by itself.
 _STUCK = {
@@ -187,6 +188,9 @@ def _server_condition(ctx: Context, observed: Observed) -> Condition:
 
 
 def _sites_condition(ctx: Context, sites: dict[str, SiteStatus]) -> Condition:
+    if sites and all(s.state == "Finished" for s in sites.values()):
+        message = "the site pods were stopped after the run (their nodes and GPUs are free)"
+        return ctx.condition("SitesReady", False, "RunFinished", message)
     waiting = [
         f"{name}: {s.message or s.state}" for name, s in sites.items() if s.state != "Online"
     ]
@@ -233,11 +237,14 @@ def _phase(state: JobState, previous: ExperimentStatus) -> Any:
 
 def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
     """The whole status of a valid experiment, from its children."""
+    state = job_state(observed.job)
+    phase = _phase(state, ctx.previous)
     sites = {
-        s.name: site_status(observed.sites.get(s.name), observed.site_pods.get(s.name, []))
+        s.name: _finished(ctx.previous, s.name)
+        if phase in FINISHED
+        else site_status(observed.sites.get(s.name), observed.site_pods.get(s.name, []))
         for s in ctx.experiment.sites
     }
-    state = job_state(observed.job)
     reason = (
         failure_reason(observed.job, observed.job_pods)
         if observed.job and state == "failed"
@@ -252,7 +259,7 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
     total = ctx.experiment.training.rounds
     results = ctx.config.results
     return ExperimentStatus(
-        phase=_phase(state, ctx.previous),
+        phase=phase,
         conditions=conditions,
         observed_generation=ctx.owner.generation,
         # Rounds are read from Flower only at the end (see the module's docstring).
@@ -267,6 +274,17 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
         metrics=ctx.previous.metrics,
         privacy_spent=ctx.previous.privacy_spent,
     )
+
+
+def _finished(previous: ExperimentStatus, site: str) -> SiteStatus:
+    before = previous.sites.get(site)
+    restarts = before.restarts if before is not None else 0
+    return SiteStatus(state="Finished", message="stopped after the run", restarts=restarts)
+
+
+def run_over(previous: ExperimentStatus) -> bool:
+    """The run was submitted and ended: its outcome stands, the sites are stopped."""
+    return previous.phase in FINISHED and previous.start_time is not None
 
 
 def _started(job: Manifest | None) -> datetime | None:

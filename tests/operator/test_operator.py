@@ -73,8 +73,17 @@ def test_an_experiment_gets_owned_children_and_runs_to_succeeded(cluster: Cluste
     assert status["completionTime"] == "2026-12-04T09:00:00Z"
     assert status["results"] == {"claimName": "medfl-results", "path": f"default/study-a-{uid[:8]}"}
     assert status["observedGeneration"] == 1
+    # the sites' pods are stopped (their GPUs freed); the server keeps the results claim
+    for site in SITES:
+        wait_for(lambda s=site: _replicas(cluster, f"study-a-site-{s}") == 0, message=site)
+    assert _replicas(cluster, "study-a-server") == 1
+    assert cluster.status("study-a")["sites"]["hungary"]["state"] == "Finished"
     declared = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert set(status) <= set(declared["properties"]["status"]["properties"])  # no status.kopf
+
+
+def _replicas(cluster: Cluster, name: str) -> int:
+    return int((cluster.http.get("Deployment", name) or {})["spec"]["replicas"])
 
 
 def test_a_failing_run_ends_failed_with_the_submissions_reason(cluster: Cluster) -> None:

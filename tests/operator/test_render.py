@@ -237,6 +237,14 @@ def test_a_site_runs_medfl_site_against_the_services_dns_name(target: Target) ->
     assert parsed.handler is cmd_site and parsed.name == "va-long-beach"
 
 
+def test_after_the_run_the_sites_are_scaled_to_zero_and_the_server_stays(target: Target) -> None:
+    over = Target(target.experiment, target.config, target.owner, run_over=True)
+    assert [d["spec"]["replicas"] for d in workloads(over) if d["kind"] == "Deployment"] == [
+        1, 0, 0, 0, 0,
+    ]  # fmt: skip
+    assert site_deployment(target, target.experiment.sites[0])["spec"]["replicas"] == 1
+
+
 def test_site_deployments_select_their_own_pods(target: Target) -> None:
     deployment = site_deployment(target, target.experiment.sites[0])
     assert deployment["spec"]["selector"]["matchLabels"] == {

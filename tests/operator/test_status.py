@@ -120,6 +120,12 @@ def test_a_complete_job_succeeds_with_every_round(target: Target) -> None:
     )
 
 
+def test_after_the_run_the_sites_are_finished(target: Target) -> None:
+    status = status_of(target, all_ready(target, job=job("Complete")))
+    assert {s.state for s in status.sites.values()} == {"Finished"}
+    assert conditions(status)["SitesReady"] == ("False", "RunFinished")
+
+
 def test_a_failed_job_fails_with_the_submissions_own_words(target: Target) -> None:
     said = "medfl: error: only 2 of 4 sites connected within 180 s"
     terminated = {"terminated": {"exitCode": 4, "message": said}}
