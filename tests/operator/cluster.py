@@ -138,6 +138,7 @@ class Cluster:
     http: Http
     kubelet: Kubelet
     made: list[str] = field(default_factory=list)
+    liveness: str = ""
 
     def experiment(self, name: str, **spec: Any) -> dict[str, Any]:
         self.made.append(name)

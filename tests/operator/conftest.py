@@ -18,6 +18,7 @@ from medfl_operator._settings import CONFIG_ENV, POLL_ENV
 if TYPE_CHECKING:
     from tests.operator.cluster import Cluster
 
+from medfl.deploy import free_port
 from medfl.k8s._config import OperatorConfig
 from medfl.spec import Experiment, parse_experiment
 
@@ -85,7 +86,7 @@ def owner_body(owner: Owner) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The emulated API server with the operator running against it (kopf in a thread)."""
-    from tests.operator.cluster import NS, Cluster, Http, Kubelet
+    from tests.operator.cluster import Cluster, Http, Kubelet
     from tests.operator.emulator import ApiServer
 
     folder = tmp_path_factory.mktemp("cluster")
@@ -101,10 +102,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         patch.setenv(CONFIG_ENV, str(config))
         patch.setenv(POLL_ENV, "0.3")
         patch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-        args = ["run", "--module=medfl_operator", "--standalone", f"--namespace={NS}"]
+        # as the chart's Deployment runs it by default (every namespace, liveness endpoint)
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        args = ["run", "--module=medfl_operator", "--standalone", "--all-namespaces"]
+        args.append(f"--liveness={liveness}")
         with KopfRunner(args) as runner:
             http = Http(server.url)
-            yield Cluster(server, http, Kubelet(http))
+            yield Cluster(server, http, Kubelet(http), liveness=liveness)
     assert runner.exception is None, runner.output[-5000:]
     assert runner.exit_code == 0
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
 from kmock._internal import parsing
 
@@ -80,6 +81,12 @@ def test_an_experiment_gets_owned_children_and_runs_to_succeeded(cluster: Cluste
     assert cluster.status("study-a")["sites"]["hungary"]["state"] == "Finished"
     declared = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert set(status) <= set(declared["properties"]["status"]["properties"])  # no status.kopf
+
+
+def test_kopfs_liveness_endpoint_answers(cluster: Cluster) -> None:
+    """The chart's livenessProbe asks this (kopf run --liveness)."""
+    response = urllib3.request("GET", cluster.liveness, timeout=5)
+    assert response.status == 200
 
 
 def _replicas(cluster: Cluster, name: str) -> int:
