@@ -83,11 +83,11 @@ class Kube:
                 return None
             raise
 
-    def pods(self, namespace: str, labels: dict[str, str]) -> list[Manifest]:
-        """Pods carrying all of ``labels`` (checked here as well as by the server)."""
+    def list(self, kind: str, namespace: str, labels: dict[str, str]) -> list[Manifest]:
+        """Objects carrying all of ``labels`` (checked here as well as by the server)."""
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        items = _raw(self._call("Pod", "list", namespace, label_selector=selector))["items"]
-        return [p for p in items if labels.items() <= (p["metadata"].get("labels") or {}).items()]
+        items = _raw(self._call(kind, "list", namespace, label_selector=selector))["items"]
+        return [o for o in items if labels.items() <= (o["metadata"].get("labels") or {}).items()]
 
     def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
         """A JSON merge patch of the experiment's status subresource."""

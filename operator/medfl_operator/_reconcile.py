@@ -112,18 +112,19 @@ class Reconciler:
             self.kube.apply(_adopted(site_deployment(target, site), body))
 
     def observe(self, target: Target) -> Observed:
-        owner, kube = target.owner, self.kube
-        ns = owner.namespace
+        """Three reads whatever the number of sites: the experiment's Deployments, its
+        pods, its Job."""
+        owner, ns = target.owner, target.owner.namespace
+        mine = {"medfl.io/experiment": owner.label}
+        deployments = {d["metadata"]["name"]: d for d in self.kube.list("Deployment", ns, mine)}
+        pods = self.kube.list("Pod", ns, mine)
         names = [s.name for s in target.experiment.sites]
         return Observed(
-            server=kube.read("Deployment", ns, owner.server),
-            sites={s: kube.read("Deployment", ns, owner.site(s)) for s in names},
-            site_pods={
-                s: kube.pods(ns, {"medfl.io/experiment": owner.label, "medfl.io/site": s})
-                for s in names
-            },
+            server=deployments.get(owner.server),
+            sites={s: deployments.get(owner.site(s)) for s in names},
+            site_pods={s: [p for p in pods if _label(p, "medfl.io/site") == s] for s in names},
             job=self._job(target),
-            job_pods=kube.pods(ns, {"job-name": owner.submit_job}),
+            job_pods=[p for p in pods if _label(p, "job-name") == owner.submit_job],
         )
 
     def _job(self, target: Target) -> Manifest | None:
@@ -153,6 +154,10 @@ class Reconciler:
             return
         meta = body["metadata"]
         self.kube.patch_status(meta["namespace"], meta["name"], to_patch(status, raw))
+
+
+def _label(obj: Manifest, key: str) -> str | None:
+    return (obj["metadata"].get("labels") or {}).get(key)
 
 
 def _missing_children(observed: Observed) -> bool:
