@@ -246,6 +246,34 @@ def site_args(target: Target, site: Site) -> list[str]:
     return [*args, "--port", str(SITE_PORT), "--log-dir", LOG_DIR]
 
 
+# Ready means connected, as Flower's SuperNode logs it: its last connection line is a
+# success (the markers `medfl site` itself reports from, medfl.cli._deploy), or a message
+# it exchanged with the server. The log is medfl.deploy's site-NAME.log in --log-dir;
+# only its last megabyte is read. Plain Python, no imports to speak of: it runs every
+# period.
+CONNECTED_PROBE = """\
+import os, sys
+try:
+    with open(sys.argv[1], "rb") as log:
+        log.seek(max(os.path.getsize(sys.argv[1]) - 1000000, 0))
+        text = log.read().decode(errors="replace")
+except OSError:
+    sys.exit(1)
+good = ("SuperNode ID", "Connection successful", "Received successfully", "Sent successfully")
+ok = max(text.rfind(marker) for marker in good)
+sys.exit(0 if ok > text.rfind("Connection attempt failed") else 1)
+"""
+
+
+def site_log(site: Site) -> str:
+    return f"{LOG_DIR}/site-{site.name}.log"
+
+
+def _connected_probe(site: Site) -> Manifest:
+    command = ["python", "-c", CONNECTED_PROBE, site_log(site)]
+    return {"exec": {"command": command}, "periodSeconds": 10, "timeoutSeconds": 5}
+
+
 def _data_volume(site: Site) -> tuple[Manifest, Manifest] | None:
     """The site's data volume and its mount, read-only both at the claim and the mount."""
     volume = site.placement.volume
@@ -306,6 +334,7 @@ def site_deployment(target: Target, site: Site) -> Manifest:
         volumes.append(data[0])
         mounts.append(data[1])
     container = _container(target, "supernode", site_args(target, site), mounts)
+    container["readinessProbe"] = _connected_probe(site)
     resources = _resources(site)
     if resources:
         container["resources"] = resources

@@ -1,10 +1,10 @@
 """The experiment's status, derived from what its children report: a pure function.
 
 Only ``medfl.k8s.ExperimentStatus`` is written, so every field is one the CRD declares.
-Sites count as online when their SuperNode Deployment is available (its pod runs and
-is ready). That is Kubernetes' view, not Flower's: a site refused by the server exits,
-so its pod restarts and is not ready; a site that runs but cannot reach the server
-still counts (see the README's "What only a real cluster can prove").
+Sites count as online when their SuperNode Deployment is available: its pod is ready,
+and its readiness probe passes only while Flower's SuperNode says it is connected to
+the server (medfl_operator._render.CONNECTED_PROBE). A site the server refuses exits,
+so its pod restarts and is not ready either.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class LocalPods:
         self.claims: dict[str, Path] = {}  # claim name -> its folder, shared
         self.server_port = free_port()
         self.supervisors: list[Supervisor] = []
+        self.probes: dict[str, list[str]] = {}  # pod -> its readiness probe's command
 
     # --- volumes -------------------------------------------------------------------
 
@@ -70,10 +72,19 @@ class LocalPods:
         mounts = {m["mountPath"]: folders[m["name"]] for m in container["volumeMounts"]}
         args = [self._local(_remap(arg, mounts)) for arg in container["args"]]
         env = {**os.environ, **{e["name"]: _remap(e["value"], mounts) for e in container["env"]}}
+        probe = (container.get("readinessProbe") or {}).get("exec")
+        if probe is not None:
+            self.probes[name] = [_remap(arg, mounts) for arg in probe["command"]]
         supervisor = Supervisor(pod_dir / "logs", env)
         supervisor.start(name, [sys.executable, "-m", "medfl", *self._ports(args[1:])])
         self.supervisors.append(supervisor)
         return supervisor
+
+    def ready(self, name: str) -> bool:
+        """The pod's exec readiness probe passes (``python`` is this interpreter)."""
+        command = self.probes[name]
+        argv = [sys.executable, *command[1:]] if command[0] == "python" else command
+        return subprocess.run(argv, check=False, timeout=30).returncode == 0
 
     def _local(self, arg: str) -> str:
         if arg.endswith(".svc:9091"):  # the Service's DNS name

@@ -1,7 +1,8 @@
 """End to end: the pods the operator renders, started as local processes from their own
 specs (tests/operator/local_kubelet.py), run real Flower — medfl server, two medfl
 sites with TLS and their keys from the operator's Secrets, medfl submit from the Job —
-and the experiment reaches Succeeded with result.json on the results claim."""
+and the experiment reaches Succeeded with result.json on the results claim. The sites'
+readiness probes, run as the kubelet would, pass once Flower has connected them."""
 
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ def test_the_operators_pods_run_flower_to_succeeded(cluster: Cluster, pods: Loca
     cluster.kubelet.run(f"{NAME}-server")
     for site in ("cleveland", "hungary"):
         pods.start(site, _pod_spec(cluster, "Deployment", f"{NAME}-site-{site}"))
+        assert not pods.ready(site)  # not connected yet: its probe says so
+    for site in ("cleveland", "hungary"):  # ready once its SuperNode has connected
+        wait_for(lambda s=site: pods.ready(s), 90, f"{site}'s readiness probe")
         cluster.kubelet.run(f"{NAME}-site-{site}")
     cluster.wait_condition(NAME, "SitesReady", "True")
 

@@ -4,6 +4,8 @@ kubernetes-validate --strict (Kubernetes 1.35 schemas, unknown fields refused)."
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +355,33 @@ def test_every_child_passes_kubernetes_validate_strict_once_adopted(
             }
         ]
         assert child["metadata"]["labels"]["medfl.io/experiment"] == "heart-disease"
+
+
+@pytest.mark.parametrize(
+    ("log", "ready"),
+    [
+        (None, False),  # no log yet
+        ("INFO :      Starting Flower SuperNode\n", False),
+        ("WARNING :   Connection attempt failed, retrying in 0.71 seconds\n", False),
+        ("WARNING :   Connection attempt failed\nINFO :      SuperNode ID: 42\n", True),
+        ("INFO :      SuperNode ID: 42\nWARNING :   Connection attempt failed\n", False),
+        (
+            "\x1b[92mINFO \x1b[0m:      SuperNode ID: 42\n"
+            + "x" * 1_100_000
+            + "Sent successfully\n",
+            True,
+        ),
+    ],
+    ids=["no-log", "starting", "retrying", "connected", "lost", "long-log"],
+)
+def test_a_site_is_ready_only_while_its_supernode_is_connected(
+    target: Target, tmp_path: Path, log: str | None, ready: bool
+) -> None:
+    probe = _container(site_deployment(target, target.experiment.sites[0]))["readinessProbe"]
+    command = probe["exec"]["command"]
+    assert command[-1] == "/var/log/medfl/site-cleveland.log"  # where medfl site logs
+    path = tmp_path / "site-cleveland.log"
+    if log is not None:
+        path.write_text(log)
+    done = subprocess.run([sys.executable, *command[1:-1], str(path)], check=False, timeout=30)
+    assert (done.returncode == 0) == ready
