@@ -14,6 +14,7 @@ from medfl.errors import SpecError
 from medfl.k8s import ExperimentStatus
 from medfl.k8s._config import OperatorConfig
 from medfl.spec import Experiment, parse_experiment
+from medfl_operator._checks import check_for_kubernetes
 from medfl_operator._kube import Kube, Manifest
 from medfl_operator._material import server_files, site_files
 from medfl_operator._names import Owner
@@ -49,7 +50,10 @@ def parse(body: Mapping[str, Any]) -> Experiment:
     doc = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind")}
     doc["metadata"] = {"name": body["metadata"]["name"]}
     doc["spec"] = dict(body.get("spec") or {})
-    return parse_experiment(doc, f"FederatedExperiment {body['metadata']['name']}")
+    source = f"FederatedExperiment {body['metadata']['name']}"
+    experiment = parse_experiment(doc, source)
+    check_for_kubernetes(experiment, source)
+    return experiment
 
 
 def _adopted(manifest: Manifest, body: Mapping[str, Any]) -> Manifest:
