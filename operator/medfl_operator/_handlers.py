@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from medfl.k8s import GROUP, PLURAL, VERSION
 from medfl_operator._reconcile import Reconciler
@@ -15,6 +16,7 @@ from medfl_operator._settings import reconciler
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 PREFIX = "medfl.io"
+RETRY_SECONDS = 15.0
 
 
 @kopf.on.startup()
@@ -35,11 +37,24 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
     return found
 
 
+def kopf_error(exc: ApiException) -> kopf.PermanentError | kopf.TemporaryError:
+    """An API server's refusal, as kopf should take it: a manifest it finds invalid
+    (400, 422) will not become valid by retrying; anything else (403 until RBAC is
+    fixed, 409, 429, 5xx, a connection lost) is retried after a while."""
+    message = f"the API server answered {exc.status} {exc.reason}: {exc.body or ''}".strip()
+    if exc.status in (400, 422):
+        return kopf.PermanentError(message)
+    return kopf.TemporaryError(message, delay=RETRY_SECONDS)
+
+
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _reconciler(memo).apply(body)
+    try:
+        _reconciler(memo).apply(body)
+    except ApiException as exc:
+        raise kopf_error(exc) from exc
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=5.0, backoff=5.0)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from medfl.k8s import Condition, ExperimentStatus, ResultsLocation, SiteStatus
 from medfl.k8s._config import OperatorConfig
-from medfl.k8s._status import SiteState
+from medfl.k8s._status import Phase, SiteState
 from medfl.spec import Experiment
 from medfl_operator._names import Owner
 
@@ -224,32 +224,37 @@ def _run_conditions(ctx: Context, state: JobState, reason: str) -> list[Conditio
     ]
 
 
-def _phase(state: JobState, previous: ExperimentStatus) -> Any:
-    if state == "absent" and previous.phase in ("Succeeded", "Failed") and previous.start_time:
+_PHASES: dict[JobState, Phase] = {
+    "absent": "Pending",
+    "running": "Running",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+}
+
+
+def _phase(state: JobState, previous: ExperimentStatus) -> Phase:
+    if state == "absent" and run_over(previous):
         return previous.phase  # the finished Job was removed: the outcome stands
+    return _PHASES[state]
+
+
+def _sites(ctx: Context, observed: Observed, over: bool) -> dict[str, SiteStatus]:
+    names = [s.name for s in ctx.experiment.sites]
+    if over:
+        return {name: _finished(ctx.previous, name) for name in names}
     return {
-        "absent": "Pending",
-        "running": "Running",
-        "succeeded": "Succeeded",
-        "failed": "Failed",
-    }[state]
+        name: site_status(observed.sites.get(name), observed.site_pods.get(name, []))
+        for name in names
+    }
 
 
 def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
     """The whole status of a valid experiment, from its children."""
     state = job_state(observed.job)
     phase = _phase(state, ctx.previous)
-    sites = {
-        s.name: _finished(ctx.previous, s.name)
-        if phase in FINISHED
-        else site_status(observed.sites.get(s.name), observed.site_pods.get(s.name, []))
-        for s in ctx.experiment.sites
-    }
-    reason = (
-        failure_reason(observed.job, observed.job_pods)
-        if observed.job and state == "failed"
-        else ""
-    )
+    sites = _sites(ctx, observed, over=phase in FINISHED)
+    job = observed.job
+    reason = failure_reason(job, observed.job_pods) if job and state == "failed" else ""
     conditions = [
         ctx.condition("Valid", True, "Validated", "the spec is valid"),
         _server_condition(ctx, observed),
@@ -262,12 +267,13 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
         phase=phase,
         conditions=conditions,
         observed_generation=ctx.owner.generation,
-        # Rounds are read from Flower only at the end (see the module's docstring).
+        # Rounds are not followed during the run: they are in result.json on the results
+        # claim, which the operator does not mount; a finished run did them all.
         current_round=total if state == "succeeded" else ctx.previous.current_round,
         total_rounds=total,
         sites=sites,
-        start_time=_started(observed.job) or ctx.previous.start_time,
-        completion_time=_completion(observed.job) or ctx.previous.completion_time,
+        start_time=_started(job) or ctx.previous.start_time,
+        completion_time=_completion(job) or ctx.previous.completion_time,
         results=ResultsLocation(claim_name=results.claim_name, path=ctx.owner.results_path)
         if results is not None
         else None,

@@ -1,10 +1,14 @@
 """The chart's operator Deployment runs what this package provides, with the settings
-it reads."""
+it reads; and what the handlers tell kopf when the API server refuses."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import kopf
+import pytest
+from kubernetes.client.exceptions import ApiException
+from medfl_operator._handlers import kopf_error
 from medfl_operator._settings import CONFIG_ENV, load_config
 
 from medfl.k8s._config import CONFIG_FILE
@@ -28,3 +32,13 @@ def test_the_charts_config_file_is_where_the_operator_reads_it(tmp_path: Path) -
     assert config.results is not None and config.results.claim_name == "medfl-results"
     assert config.runtime.image == "r/runtime:1"
     assert load_config({}).results is None
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"), [(422, True), (400, True), (403, False), (409, False), (503, False)]
+)
+def test_api_refusals_are_retried_unless_retrying_cannot_help(status: int, permanent: bool) -> None:
+    error = kopf_error(ApiException(status=status, reason="Refused"))
+    assert isinstance(error, kopf.PermanentError) == permanent
+    assert isinstance(error, kopf.TemporaryError) != permanent
+    assert f"the API server answered {status} Refused" in str(error)
