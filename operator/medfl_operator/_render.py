@@ -357,9 +357,12 @@ def spec_config_map(target: Target) -> Manifest:
 
 
 def submit_args(target: Target) -> list[str]:
+    """``medfl submit``, through medfl_operator._job, which then leaves the operator a
+    summary of the run (rounds, metrics, error) as its termination message."""
     server = f"{target.owner.server_address}:{PORT}"
-    args = ["medfl", "submit", f"{SPEC_DIR}/{SPEC_FILE}", "--server", server]
-    return [*args, "--tls-dir", TLS_DIR, "--out", f"{RESULTS_DIR}/{target.owner.results_path}"]
+    args = ["python", "-m", "medfl_operator._job", "submit", f"{SPEC_DIR}/{SPEC_FILE}"]
+    args += ["--server", server, "--tls-dir", TLS_DIR]
+    return [*args, "--out", f"{RESULTS_DIR}/{target.owner.results_path}"]
 
 
 def _beside_the_server(target: Target) -> Manifest:

@@ -9,6 +9,7 @@ so its pod restarts and is not ready either.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from medfl.k8s import Condition, ExperimentStatus, ResultsLocation, SiteStatus
 from medfl.k8s._config import OperatorConfig
 from medfl.k8s._status import Phase, SiteState
 from medfl.spec import Experiment
+from medfl_operator._job import MARK
 from medfl_operator._names import Owner
 
 Manifest = dict[str, Any]
@@ -146,16 +148,39 @@ def job_state(job: Manifest | None) -> JobState:
     return "running"
 
 
-def failure_reason(job: Manifest, pods: list[Manifest]) -> str:
-    """Why the run failed: the submission's own last words (its container's termination
-    message: medfl's error, or its last log lines), else what the Job says."""
+def _terminated(pods: list[Manifest]) -> list[Manifest]:
+    found = []
     for pod in pods:
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if terminated.get("exitCode"):
-                said = (terminated.get("message") or "").strip()
-                code = terminated["exitCode"]
-                return said or f"the submission exited with code {code}"
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated:
+                found.append(dict(terminated))
+    return found
+
+
+def run_summary(pods: list[Manifest]) -> dict[str, Any] | None:
+    """The summary medfl_operator._job left as the submission's termination message."""
+    for terminated in _terminated(pods):
+        try:
+            said = json.loads(terminated.get("message") or "")
+        except ValueError:
+            continue
+        if isinstance(said, dict) and said.get(MARK):
+            return said
+    return None
+
+
+def failure_reason(job: Manifest, pods: list[Manifest]) -> str:
+    """Why the run failed: the run's own error (the summary), else the submission's
+    last words (its termination message falls back to its last log lines), else what
+    the Job says."""
+    summary = run_summary(pods)
+    if summary is not None and summary.get("error"):
+        return str(summary["error"])
+    for terminated in _terminated(pods):
+        said = (terminated.get("message") or "").strip()
+        if terminated.get("exitCode") and not said.startswith("{"):
+            return said or f"the submission exited with code {terminated['exitCode']}"
     cond = _job_condition(job, "Failed") or {}
     return str(cond.get("message") or cond.get("reason") or "the submission Job failed")
 
@@ -263,13 +288,14 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
     ]
     total = ctx.experiment.training.rounds
     results = ctx.config.results
+    summary = run_summary(observed.job_pods) or {}
     return ExperimentStatus(
         phase=phase,
         conditions=conditions,
         observed_generation=ctx.owner.generation,
-        # Rounds are not followed during the run: they are in result.json on the results
-        # claim, which the operator does not mount; a finished run did them all.
-        current_round=total if state == "succeeded" else ctx.previous.current_round,
+        # Rounds and metrics come with the run's summary at its end: during the run they
+        # are only in result.json on the results claim, which the operator does not mount.
+        current_round=_rounds(summary, state, total, ctx.previous),
         total_rounds=total,
         sites=sites,
         start_time=_started(job) or ctx.previous.start_time,
@@ -277,9 +303,17 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
         results=ResultsLocation(claim_name=results.claim_name, path=ctx.owner.results_path)
         if results is not None
         else None,
-        metrics=ctx.previous.metrics,
+        metrics=summary.get("metrics") or ctx.previous.metrics,
         privacy_spent=ctx.previous.privacy_spent,
     )
+
+
+def _rounds(
+    summary: dict[str, Any], state: JobState, total: int, previous: ExperimentStatus
+) -> int:
+    if "rounds" in summary:
+        return int(summary["rounds"])
+    return total if state == "succeeded" else previous.current_round
 
 
 def _finished(previous: ExperimentStatus, site: str) -> SiteStatus:

@@ -75,8 +75,10 @@ class LocalPods:
         probe = (container.get("readinessProbe") or {}).get("exec")
         if probe is not None:
             self.probes[name] = [_remap(arg, mounts) for arg in probe["command"]]
+        # the kubelet reads a container's termination message from this file
+        env["MEDFL_TERMINATION_LOG"] = str(pod_dir / "termination-log")
         supervisor = Supervisor(pod_dir / "logs", env)
-        supervisor.start(name, [sys.executable, "-m", "medfl", *self._ports(args[1:])])
+        supervisor.start(name, [*_interpreter(args[0]), *self._ports(args[1:])])
         self.supervisors.append(supervisor)
         return supervisor
 
@@ -103,6 +105,16 @@ class LocalPods:
     def stop(self) -> None:
         for supervisor in self.supervisors:
             supervisor.stop_all()
+
+
+def _interpreter(command: str) -> list[str]:
+    """The image's ``medfl`` or ``python``, as this interpreter."""
+    return {"medfl": [sys.executable, "-m", "medfl"], "python": [sys.executable]}[command]
+
+
+def termination_message(pod_dir: Path) -> str:
+    path = pod_dir / "termination-log"
+    return path.read_text() if path.is_file() else ""
 
 
 def _mkdir(path: Path) -> Path:

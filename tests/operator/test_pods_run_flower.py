@@ -15,7 +15,7 @@ import pytest
 
 from tests.operator.cluster import Cluster, wait_for
 from tests.operator.conftest import example_cr
-from tests.operator.local_kubelet import LocalPods
+from tests.operator.local_kubelet import LocalPods, termination_message
 
 pytestmark = [pytest.mark.deploy, pytest.mark.usefixtures("one_at_a_time")]
 NAME = "flower-e2e"
@@ -65,7 +65,9 @@ def test_the_operators_pods_run_flower_to_succeeded(cluster: Cluster, pods: Loca
     wait_for(lambda: role.process.poll() is not None or server.newly_exited(), 240, "the run")
     code = role.process.returncode
     last = "\n".join(role.last_lines(20))
-    cluster.kubelet.finish_job(f"{NAME}-submit", succeeded=code == 0, message=last)
+    # the kubelet passes the container's termination message on: the run's summary
+    said = termination_message(pods.root / "pods" / "submit") or last
+    cluster.kubelet.finish_job(f"{NAME}-submit", succeeded=code == 0, message=said)
     assert code == 0, last
 
     done = cluster.wait_condition(NAME, "Succeeded", "True")
@@ -77,3 +79,6 @@ def test_the_operators_pods_run_flower_to_succeeded(cluster: Cluster, pods: Loca
     )
     assert (result["status"], len(result["rounds"])) == ("succeeded", 2)
     assert sorted(result["rounds"][-1]["sites"]) == ["cleveland", "hungary"]
+    assert status["round"] == "2/2"
+    assert status["metrics"]["auc"] == result["rounds"][-1]["metrics"]["auc"]
+    assert "tp" not in status["metrics"]  # rates only: counts stay on the claim

@@ -266,11 +266,11 @@ def test_the_job_submits_once_and_reads_the_results_beside_the_server(target: Ta
     job = submit_job(target)
     args = _container(job)["args"]
     assert args == [
-        "medfl", "submit", f"/etc/medfl/spec/{SPEC_FILE}",
+        "python", "-m", "medfl_operator._job", "submit", f"/etc/medfl/spec/{SPEC_FILE}",
         "--server", "heart-disease-server.research.svc:9091", "--tls-dir", TLS_DIR,
         "--out", "/results/research/heart-disease-0f1e2d3c",
     ]  # fmt: skip
-    assert _parser().parse_args(args[1:]).handler is cmd_submit
+    assert _parser().parse_args(args[3:]).handler is cmd_submit  # what _job runs
     assert job["spec"]["backoffLimit"] == 0
     assert _pod(job)["restartPolicy"] == "Never"
     assert _mounts(job)["results"]["readOnly"] is True

@@ -3,6 +3,7 @@ sites, times; and every field it writes is one the generated CRD declares."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -135,6 +136,29 @@ def test_a_failed_job_fails_with_the_submissions_own_words(target: Target) -> No
     failed = next(c for c in status.conditions if c.type == "Failed")
     assert (failed.status, failed.reason, failed.message) == ("True", "RunFailed", said)
     assert status.completion_time == datetime(2026, 12, 4, 8, 30, tzinfo=UTC)
+
+
+def _summary_pod(code: int, **summary: Any) -> dict[str, Any]:
+    said = json.dumps({"medflSummary": 1, **summary})
+    terminated = {"terminated": {"exitCode": code, "message": said}}
+    return {"status": {"containerStatuses": [{"restartCount": 0, "state": terminated}]}}
+
+
+def test_the_runs_summary_gives_rounds_and_metrics(target: Target) -> None:
+    pod = _summary_pod(0, rounds=15, status="succeeded", metrics={"auc": 0.81, "accuracy": 0.7})
+    status = status_of(target, all_ready(target, job=job("Complete"), job_pods=[pod]))
+    assert (status.round, status.metrics) == ("15/15", {"auc": 0.81, "accuracy": 0.7})
+
+
+def test_a_failed_run_says_its_own_error_and_the_rounds_it_finished(target: Target) -> None:
+    pod = _summary_pod(4, rounds=3, status="failed", metrics={}, error="only 1 site left")
+    status = status_of(target, all_ready(target, job=job("Failed"), job_pods=[pod]))
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert (failed.reason, failed.message, status.round) == (
+        "RunFailed",
+        "only 1 site left",
+        "3/15",
+    )
 
 
 def test_a_failed_job_without_a_message_says_what_the_job_says(target: Target) -> None:
