@@ -42,6 +42,7 @@ GPU_VALUES = {
 OPERATOR_RULES = {  # (apiGroup, resource) -> verbs, in every watch mode
     ("medfl.io", "federatedexperiments"): ["get", "list", "watch", "patch"],
     ("medfl.io", "federatedexperiments/status"): ["get", "patch"],
+    ("medfl.io", "federatedexperiments/finalizers"): ["update"],
     ("apps", "deployments"): ["get", "list", "watch", "create", "patch", "delete"],
     ("", "services"): ["get", "list", "watch", "create", "patch", "delete"],
     ("", "secrets"): ["get", "create", "patch", "delete"],
