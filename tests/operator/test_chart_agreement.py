@@ -3,6 +3,8 @@ it reads; and what the handlers tell kopf when the API server refuses."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import kopf
@@ -42,3 +44,13 @@ def test_api_refusals_are_retried_unless_retrying_cannot_help(status: int, perma
     assert isinstance(error, kopf.PermanentError) == permanent
     assert isinstance(error, kopf.TemporaryError) != permanent
     assert f"the API server answered {status} Refused" in str(error)
+
+
+def test_the_operator_process_loads_neither_torch_nor_flwr() -> None:
+    """The contract in make lint checks direct imports; this, everything it pulls in."""
+    code = (
+        "import sys, medfl_operator, medfl_operator._job;"
+        "print(sorted(m for m in ('torch', 'flwr', 'ray') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
