@@ -3,10 +3,11 @@
 Every process runs medfl's own role command, as a hospital network would (README, "Real
 deployment"): the SuperLink ``medfl server`` (TLS from a Secret, each site's public key
 registered: ``--enable-supernode-auth`` and ``--disable-runtime-dependency-installation``
-are medfl.deploy's defaults), one ``medfl site`` per site, and ``medfl submit`` in a Job
-that follows the run to its end. The ServerApp writes the run folder on the server's
-side, so the results claim is mounted in the SuperLink's pod; the Job reads it there
-too, on the same node (pod affinity), which a ReadWriteOnce claim needs.
+are medfl.deploy's defaults), one ``medfl site`` per site (ready while its SuperNode is
+connected), and ``medfl submit`` in a Job that follows the run to its end and leaves its
+summary (medfl_operator._job). The ServerApp writes the run folder on the server's side,
+so the results claim is mounted in the SuperLink's pod; the Job reads it there too, on
+the same node (pod affinity), which a ReadWriteOnce claim needs.
 """
 
 from __future__ import annotations
