@@ -54,14 +54,14 @@ test-fast: $(STAMP) $(HELM) ## the suite without the slow tests (Ray; the deploy
 	$(PY) -m pytest -m "not ray and not deploy"
 
 lint: $(STAMP) ## ruff (format + lint), mypy and the import-layer contracts
-	$(VENV)/bin/ruff format --check medfl tests bench
-	$(VENV)/bin/ruff check medfl tests bench
+	$(VENV)/bin/ruff format --check medfl operator tests bench
+	$(VENV)/bin/ruff check medfl operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## reformat the code with ruff
-	$(VENV)/bin/ruff format medfl tests bench
-	$(VENV)/bin/ruff check --fix medfl tests bench
+	$(VENV)/bin/ruff format medfl operator tests bench
+	$(VENV)/bin/ruff check --fix medfl operator tests bench
 
 crds: $(STAMP) ## regenerate the FederatedExperiment CRD in the chart from the pydantic spec
 	$(PY) -m medfl.k8s --out $(CHART)

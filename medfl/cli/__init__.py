@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         default="fast",
         help="fast: in-process (default); flower: Flower's simulation engine (Ray)",
     )
-    add_backend(run)
+    add_backend(run, kubernetes=True)
     add_site_policy(run)
     run.add_argument(
         "--tls-dir",

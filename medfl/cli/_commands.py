@@ -137,6 +137,11 @@ def round_progress(bar: Progress, task: TaskID) -> Callable[[RoundRecord], None]
 def cmd_run(args: argparse.Namespace) -> int:
     from medfl.runners import run
 
+    if args.backend == "kubernetes":
+        from medfl.cli._kubernetes import check_args, run_on_kubernetes
+
+        check_args(args)
+        return run_on_kubernetes(args, _experiment_for(args))
     console = Console(stderr=True, quiet=args.quiet)
     engine = _engine(args)  # the options before any file is read
     experiment = _experiment_for(args)

@@ -85,15 +85,22 @@ def _add_log_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_backend(parser: argparse.ArgumentParser) -> None:
-    """--backend and --insecure, as every command that runs over the sites has them."""
+def add_backend(parser: argparse.ArgumentParser, kubernetes: bool = False) -> None:
+    """--backend and --insecure, as every command that runs over the sites has them
+    (and ``medfl run`` also --backend kubernetes)."""
     parser.add_argument(
         "--backend",
-        choices=["simulation", "local"],
+        choices=["simulation", "local", *(["kubernetes"] if kubernetes else [])],
         default="simulation",
         help="simulation: one process (default); local: Flower's deployment engine, a server "
-        "and one process per site on this machine, TLS and site authentication on",
+        "and one process per site on this machine, TLS and site authentication on"
+        + ("; kubernetes: a FederatedExperiment in the current kube context" if kubernetes else ""),
     )
+    if kubernetes:
+        parser.add_argument(
+            "--namespace", help="--backend kubernetes: default the kube context's namespace"
+        )
+        parser.add_argument("--poll", type=float, help=argparse.SUPPRESS)  # seconds; tests
     parser.add_argument(
         "--insecure",
         action="store_true",

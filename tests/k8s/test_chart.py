@@ -42,9 +42,11 @@ GPU_VALUES = {
 OPERATOR_RULES = {  # (apiGroup, resource) -> verbs, in every watch mode
     ("medfl.io", "federatedexperiments"): ["get", "list", "watch", "patch"],
     ("medfl.io", "federatedexperiments/status"): ["get", "patch"],
+    ("medfl.io", "federatedexperiments/finalizers"): ["update"],
     ("apps", "deployments"): ["get", "list", "watch", "create", "patch", "delete"],
     ("", "services"): ["get", "list", "watch", "create", "patch", "delete"],
     ("", "secrets"): ["get", "create", "patch", "delete"],
+    ("", "configmaps"): ["get", "create", "patch", "delete"],
     ("batch", "jobs"): ["get", "list", "watch", "create", "delete"],
     ("", "pods"): ["get", "list", "watch"],
     ("", "events"): ["create"],

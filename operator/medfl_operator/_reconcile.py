@@ -1,0 +1,180 @@
+"""The plain reconcile the handlers call: parse the spec once, make the children, read
+them back into the status. Nothing here knows about kopf's handler machinery."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from medfl.errors import SpecError
+from medfl.k8s import ExperimentStatus
+from medfl.k8s._config import OperatorConfig
+from medfl.spec import Experiment, parse_experiment
+from medfl_operator._checks import check_for_kubernetes
+from medfl_operator._kube import Kube, Manifest
+from medfl_operator._material import server_files, site_files
+from medfl_operator._names import Owner
+from medfl_operator._render import (
+    Target,
+    server_tls_secret,
+    site_deployment,
+    site_key_secret,
+    submit_job,
+    workloads,
+)
+from medfl_operator._status import (
+    FINISHED,
+    Context,
+    Observed,
+    available,
+    derive,
+    invalid,
+    previous_status,
+    run_over,
+    to_patch,
+)
+
+
+def owner_of(body: Mapping[str, Any]) -> Owner:
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 1)
+    return Owner(meta["name"], meta["namespace"], meta["uid"], generation)
+
+
+def parse(body: Mapping[str, Any]) -> Experiment:
+    """The spec through medfl's own loader (raises SpecError naming each problem)."""
+    doc = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind")}
+    doc["metadata"] = {"name": body["metadata"]["name"]}
+    doc["spec"] = dict(body.get("spec") or {})
+    source = f"FederatedExperiment {body['metadata']['name']}"
+    experiment = parse_experiment(doc, source)
+    check_for_kubernetes(experiment, source)
+    return experiment
+
+
+def _adopted(manifest: Manifest, body: Mapping[str, Any]) -> Manifest:
+    kopf.adopt(manifest, owner=body)  # type: ignore[arg-type]
+    return manifest
+
+
+@dataclass(frozen=True)
+class Reconciler:
+    """The operator's settings and API client, shared by every experiment."""
+
+    config: OperatorConfig
+    kube: Kube
+    poll_seconds: float = 10.0
+
+    def target(self, body: Mapping[str, Any]) -> Target:
+        over = run_over(self._previous(body))
+        return Target(parse(body), self.config, owner_of(body), run_over=over)
+
+    def apply(self, body: Mapping[str, Any]) -> None:
+        """Validate, then create or update every child but the Job. An invalid spec
+        gets its status and a PermanentError: kopf does not retry it."""
+        try:
+            target = self.target(body)
+        except SpecError as exc:
+            self._write(body, invalid(owner_of(body), str(exc), self._previous(body), _now()))
+            raise kopf.PermanentError(str(exc)) from None
+        self._materialize(target, body)
+        self.sync(body, target)
+
+    def _materialize(self, target: Target, body: Mapping[str, Any]) -> None:
+        self._ensure_secrets(target, body)
+        for manifest in workloads(target):
+            self.kube.apply(_adopted(manifest, body))
+
+    def sync(self, body: Mapping[str, Any], target: Target | None = None) -> None:
+        """Read the children, submit the run once everything is ready, write the status."""
+        previous = self._previous(body)
+        if target is None:
+            try:
+                target = self.target(body)
+            except SpecError as exc:
+                self._write(body, invalid(owner_of(body), str(exc), previous, _now()))
+                return
+        observed = self.observe(target)
+        if _missing_children(observed):  # not made yet, or deleted by hand: put back
+            self._materialize(target, body)
+        if _ready_to_submit(observed, previous):
+            self.kube.create(_adopted(submit_job(target), body))
+            observed = replace(observed, job=self._job(target))
+        ctx = Context(target.experiment, self.config, target.owner, previous, _now())
+        status = derive(ctx, observed)
+        if status.phase in FINISHED and not target.run_over and status.start_time:
+            self._stop_sites(replace(target, run_over=True), body)
+        self._write(body, status)
+
+    def _stop_sites(self, target: Target, body: Mapping[str, Any]) -> None:
+        """The run ended: scale the site Deployments to zero (GPUs freed)."""
+        for site in target.experiment.sites:
+            self.kube.apply(_adopted(site_deployment(target, site), body))
+
+    def observe(self, target: Target) -> Observed:
+        """Three reads whatever the number of sites: the experiment's Deployments, its
+        pods, its Job."""
+        owner, ns = target.owner, target.owner.namespace
+        mine = {"medfl.io/experiment": owner.label}
+        deployments = {d["metadata"]["name"]: d for d in self.kube.list("Deployment", ns, mine)}
+        pods = self.kube.list("Pod", ns, mine)
+        names = [s.name for s in target.experiment.sites]
+        return Observed(
+            server=deployments.get(owner.server),
+            sites={s: deployments.get(owner.site(s)) for s in names},
+            site_pods={s: [p for p in pods if _label(p, "medfl.io/site") == s] for s in names},
+            job=self._job(target),
+            job_pods=[p for p in pods if _label(p, "job-name") == owner.submit_job],
+        )
+
+    def _job(self, target: Target) -> Manifest | None:
+        return self.kube.read("Job", target.owner.namespace, target.owner.submit_job)
+
+    def _ensure_secrets(self, target: Target, body: Mapping[str, Any]) -> None:
+        """TLS material and site keys, made only where their Secret does not exist yet:
+        never again on a later reconcile."""
+        owner, ns = target.owner, target.owner.namespace
+        if self.kube.read("Secret", ns, owner.server_tls) is None:
+            secret = server_tls_secret(target, server_files(owner))
+            self.kube.create(_adopted(secret, body))
+        for site in target.experiment.sites:
+            if self.kube.read("Secret", ns, owner.site_key(site.name)) is None:
+                secret = site_key_secret(target, site.name, site_files(site.name))
+                self.kube.create(_adopted(secret, body))
+
+    @staticmethod
+    def _previous(body: Mapping[str, Any]) -> ExperimentStatus:
+        return previous_status(dict(body.get("status") or {}))
+
+    def _write(self, body: Mapping[str, Any], status: ExperimentStatus) -> None:
+        """Patch the status only when it changed (times of unchanged conditions are kept,
+        so a steady experiment costs no writes)."""
+        raw = dict(body.get("status") or {})
+        if previous_status(raw).to_wire() == status.to_wire():
+            return
+        meta = body["metadata"]
+        self.kube.patch_status(meta["namespace"], meta["name"], to_patch(status, raw))
+
+
+def _label(obj: Manifest, key: str) -> str | None:
+    return (obj["metadata"].get("labels") or {}).get(key)
+
+
+def _missing_children(observed: Observed) -> bool:
+    return observed.server is None or any(d is None for d in observed.sites.values())
+
+
+def _ready_to_submit(observed: Observed, previous: ExperimentStatus) -> bool:
+    """The run is submitted once: when the server and every site are up, and never
+    again after a Job existed (start time set)."""
+    if observed.job is not None or previous.start_time is not None:
+        return False
+    return available(observed.server) and all(available(d) for d in observed.sites.values())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
