@@ -38,8 +38,12 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _out_folder(argv: Sequence[str]) -> Path | None:
+    """The run folder the summary reads: a search's is its best run's, ``<out>/best``."""
     args = list(argv)
-    return Path(args[args.index("--out") + 1]) if "--out" in args[:-1] else None
+    if "--out" not in args[:-1]:
+        return None
+    out = Path(args[args.index("--out") + 1])
+    return out / "best" if args[:1] == ["tune"] else out
 
 
 def write_summary(out: Path | None, env: dict[str, str]) -> None:

@@ -51,6 +51,11 @@ class Target:
     run_over: bool = False
 
     @property
+    def searches(self) -> bool:
+        """A hyperparameter search (spec.tuning) rather than one run."""
+        return self.experiment.tuning is not None
+
+    @property
     def image(self) -> str:
         return self.experiment.runtime.image or self.config.runtime.image
 
@@ -359,9 +364,12 @@ def spec_config_map(target: Target) -> Manifest:
 
 def submit_args(target: Target) -> list[str]:
     """``medfl submit``, through medfl_operator._job, which then leaves the operator a
-    summary of the run (rounds, metrics, error) as its termination message."""
+    summary of the run (rounds, metrics, error) as its termination message. With a
+    ``tuning`` section, ``medfl tune`` over this experiment's own sites instead: every
+    trial a run on its server, the best once more (the summary is the best run's)."""
     server = f"{target.owner.server_address}:{PORT}"
-    args = ["python", "-m", "medfl_operator._job", "submit", f"{SPEC_DIR}/{SPEC_FILE}"]
+    command = "tune" if target.searches else "submit"
+    args = ["python", "-m", "medfl_operator._job", command, f"{SPEC_DIR}/{SPEC_FILE}"]
     args += ["--server", server, "--tls-dir", TLS_DIR]
     return [*args, "--out", f"{RESULTS_DIR}/{target.owner.results_path}"]
 
@@ -380,9 +388,10 @@ def submit_job(target: Target) -> Manifest:
     volumes = [_tls_volume([_secret_items(owner.server_tls, ["ca.pem"])]), spec_volume]
     mounts: list[Manifest] = [_TLS_MOUNT, {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
     results = _results_volume(target)
-    if results is not None:  # submit follows the rounds in result.json, read only
+    if results is not None:  # submit follows result.json; a search writes its own files
         volumes.append(results)
-        mounts.append({"name": "results", "mountPath": RESULTS_DIR, "readOnly": True})
+        mount = {"name": "results", "mountPath": RESULTS_DIR, "readOnly": not target.searches}
+        mounts.append(mount)
     pod = _pod_spec([_container(target, "submit", submit_args(target), mounts)], volumes)
     pod["restartPolicy"] = "Never"
     if results is not None:

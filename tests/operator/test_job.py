@@ -40,3 +40,14 @@ def test_without_a_result_nothing_is_written_so_the_logs_speak(tmp_path: Path) -
     log = tmp_path / "termination-log"
     write_summary(tmp_path / "never-started", {TERMINATION_ENV: str(log)})
     assert not log.exists()
+
+
+def test_a_search_summarises_its_best_run(tmp_path: Path) -> None:
+    (tmp_path / "search" / "best").mkdir(parents=True)
+    (tmp_path / "search" / "best" / "result.json").write_text(json.dumps(RESULT))
+    log = tmp_path / "termination-log"
+    args = ["tune", "spec.yaml", "--server", "s:9091", "--out", str(tmp_path / "search")]
+
+    assert _out_folder(args) == tmp_path / "search" / "best"
+    write_summary(_out_folder(args), {TERMINATION_ENV: str(log)})
+    assert json.loads(log.read_text())["rounds"] == 2

@@ -33,6 +33,7 @@ from medfl.cli._deploy import cmd_server, cmd_site, cmd_submit
 from medfl.deploy import ServerCommand, ServerTls
 from medfl.k8s._config import OperatorConfig
 from medfl.spec import parse_experiment
+from tests.helpers import deep_merge
 from tests.operator.conftest import UID, example_cr, experiment_of, owner_body
 
 K8S_VERSION = "1.35"
@@ -280,6 +281,30 @@ def test_the_job_submits_once_and_reads_the_results_beside_the_server(target: Ta
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]
     assert affinity[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
+
+
+def test_a_tuning_section_makes_the_job_a_search_over_the_experiments_own_sites(
+    target: Target,
+) -> None:
+    from medfl.cli._tune import cmd_tune
+
+    space = {"training.learningRate": {"type": "float", "low": 0.01, "high": 0.5, "log": True}}
+    doc = deep_merge(example_cr(), {"spec": {"tuning": {"space": space, "trials": 4}}})
+    searching = Target(experiment_of(doc), target.config, target.owner)
+    job = submit_job(searching)
+
+    args = _container(job)["args"]
+    assert args[:5] == [
+        "python",
+        "-m",
+        "medfl_operator._job",
+        "tune",
+        f"/etc/medfl/spec/{SPEC_FILE}",
+    ]
+    assert args[5:] == _container(submit_job(target))["args"][5:]  # same server, TLS, folder
+    assert _parser().parse_args(args[3:]).handler is cmd_tune
+    assert _mounts(job)["results"]["readOnly"] is False  # the search writes its own files
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
 
 
 def test_without_a_results_claim_nothing_mounts_one(owner: Owner) -> None:
