@@ -57,6 +57,7 @@ lint: $(STAMP) ## ruff (format + lint), mypy and the import-layer contracts
 	$(VENV)/bin/ruff format --check medfl operator tests bench
 	$(VENV)/bin/ruff check medfl operator tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## reformat the code with ruff

@@ -400,10 +400,12 @@ def medfl_run(experiment: Experiment, out: Path) -> list[tuple[int, int]]:
     """Run through medfl's public API; (correct, n) per site, read from its result."""
     engine = public_data(experiment)
     result = run(experiment, engine=engine, out=out, baselines=False).result
+    assert result.final is not None, result.error
     scores = []
     for site in result.final.sites.values():
-        n = site.num_examples
-        scores.append((round(site.metrics["accuracy"] * n), n))
+        n, acc = site.num_examples, site.metrics["accuracy"]
+        assert n is not None and acc is not None, "a site withheld its test metrics"
+        scores.append((round(acc * n), n))
     return scores
 
 
@@ -481,8 +483,9 @@ def example_accuracy(experiment: Experiment, seeds: list[int], out: Path) -> lis
     for seed in seeds:
         seeded = with_training(experiment, seed=seed)
         engine = public_data(seeded)
-        result = run(seeded, engine=engine, out=out / f"s{seed}", baselines=False)
-        accs.append(result.result.final.metrics["accuracy"])
+        result = run(seeded, engine=engine, out=out / f"s{seed}", baselines=False).result
+        assert result.final is not None, result.error
+        accs.append(result.final.metrics["accuracy"] or 0.0)
     return accs
 
 

@@ -172,12 +172,14 @@ def numpy_fedavg(experiment: Experiment) -> tuple[float, float]:
     began = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     width = sites[0][0]["train"].shape[1]
-    w, b = rng.uniform(-1, 1, width) / math.sqrt(width), 0.0
-    sizes = np.array([len(y["train"]) for _, y in sites], dtype=float)
+    w: np.ndarray = np.asarray(rng.uniform(-1, 1, width)) / math.sqrt(width)
+    b = 0.0
+    shares = np.array([len(y["train"]) for _, y in sites], dtype=float)
+    shares /= shares.sum()
     for _ in range(cfg.rounds):
         updates = [_numpy_local(w, b, x["train"], y["train"], cfg, rng) for x, y in sites]
-        w = sum(u[0] * n for u, n in zip(updates, sizes, strict=True)) / sizes.sum()
-        b = sum(u[1] * n for u, n in zip(updates, sizes, strict=True)) / sizes.sum()
+        w = np.sum([u[0] * n for u, n in zip(updates, shares, strict=True)], axis=0)
+        b = float(sum(u[1] * n for u, n in zip(updates, shares, strict=True)))
         _numpy_accuracy(w, b, sites, "validation")
     seconds = time.perf_counter() - began
     return _numpy_accuracy(w, b, sites, "test"), seconds
@@ -222,6 +224,7 @@ def medfl_measure(
         result = run(experiment, engine=engine, out=out, baselines=False, report=report).result
         seconds = time.perf_counter() - began
         LAST_TIMINGS[key or engine.name] = dict(result.timings, endToEnd=seconds)
+        assert result.final is not None, result.error
         acc = result.final.metrics["accuracy"] or 0.0
         return seconds, result.timings["trainingSeconds"], acc
 

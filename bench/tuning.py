@@ -29,9 +29,10 @@ import optuna
 
 from medfl import load_experiment
 from medfl.spec import Experiment
-from medfl.tuning._search import _ray, _tuner
+from medfl.tuning._search import _ray, _trials, _tuner
 from medfl.tuning._space import decoded, optuna_space, with_params
 from medfl.tuning._trial import score_rounds
+from medfl.tuning._where import InProcessTrials
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "heart-disease" / "tuning.yaml"
 TARGET = 60.0
@@ -46,7 +47,8 @@ def _search(experiment: Experiment, folder: Path) -> tuple[float, list[float]]:
     """Trials per minute and each trial's own time (Ray already started)."""
     assert experiment.tuning is not None
     began = time.perf_counter()
-    grid = _tuner(experiment, experiment.tuning, folder, None, ()).fit()
+    trials = _trials(InProcessTrials(), experiment, folder, lambda: None)
+    grid = _tuner(experiment, experiment.tuning, folder, None, trials).fit()
     seconds = time.perf_counter() - began
     own = [float((r.metrics or {}).get("time_total_s", 0.0)) for r in grid]
     return 60 * len(own) / seconds, own
