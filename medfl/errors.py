@@ -52,6 +52,15 @@ class DataError(MedflError):
         super().__init__(message)
 
 
+class SitesDataError(DataError):
+    """Several sites' data errors found at once (validating every site)."""
+
+    def __init__(self, errors: list[DataError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__("\n".join(str(e) for e in errors), first.site, first.column)
+
+
 class SiteExcluded(DataError):
     """A site that does not take part: skipped when strategy.minSites allows it, unlike
     a site whose data cannot be read."""
@@ -80,6 +89,21 @@ class TrainingError(MedflError):
     """Training could not go on (too few sites left, a site failing)."""
 
     exit_code = 4
+
+
+class RunCancelled(TrainingError):
+    """Someone asked a run to stop (the API's cancel); finished rounds are kept."""
+
+
+class NotFoundError(MedflError):
+    """What a request names (an experiment, a run, a site, an artifact) does not exist."""
+
+    exit_code = 3
+
+
+class ConflictError(UsageError):
+    """The request clashes with the state of things (deleting an experiment whose run
+    is in flight, cancelling a finished run)."""
 
 
 class RunNotFoundError(MedflError):

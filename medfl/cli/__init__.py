@@ -14,6 +14,7 @@ from pathlib import Path
 from medfl.cli._commands import cmd_predict, cmd_run, cmd_validate
 from medfl.cli._deploy import absolute_path, add_backend, add_round_timeout, add_site_policy
 from medfl.cli._deploy import add_parsers as add_deploy_parsers
+from medfl.cli._serve import add_parsers as add_serve_parsers
 from medfl.cli._stats import add_parsers as add_stats_parsers
 from medfl.cli._tune import add_parsers as add_tune_parsers
 from medfl.errors import MedflError, TrainingError
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     add_deploy_parsers(sub)
     add_stats_parsers(sub)
     add_tune_parsers(sub)
+    add_serve_parsers(sub)
     return parser
 
 
