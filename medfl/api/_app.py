@@ -98,7 +98,9 @@ def _launches(settings: Settings, sites: dict[str, ServedSite]) -> dict[str, Lau
     policies = tuple((n, s.policy_file) for n, s in sites.items() if s.policy_file)
     launches: dict[str, Launch] = {"fast": FastLaunch(policies)}
     if settings.kubernetes:
-        launches["kubernetes"] = KubernetesLaunch(settings.kubernetes_namespace)
+        launches["kubernetes"] = KubernetesLaunch(
+            settings.kubernetes_namespace, settings.kubernetes_poll_s
+        )
     return launches
 
 
@@ -177,6 +179,11 @@ def _served(service: Service, name: str) -> ServedSite:
 
 
 def _site_routes(router: APIRouter) -> None:
+    @router.get("/backends", tags=["runs"])
+    def backends(service: ServiceDep) -> list[str]:
+        """Where this service can run an experiment (RunCreate.backend)."""
+        return list(service.backends)
+
     @router.get("/sites", tags=["sites"])
     def sites(service: ServiceDep) -> list[SitePublic]:
         """The sites this service serves, with their data summaries (counts, aggregates)."""

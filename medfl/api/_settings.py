@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     kubernetes_namespace: str | None = Field(
         default=None, description="where the kubernetes backend creates FederatedExperiments"
     )
+    kubernetes_poll_s: float = Field(
+        default=2.0, gt=0, description="how often a FederatedExperiment's status is read"
+    )
 
     @property
     def runs_dir(self) -> Path:

@@ -5,6 +5,7 @@ names it); ``copy_command`` says how to fetch it."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ def manifest(experiment: Experiment, namespace: str) -> dict[str, Any]:
 def _api() -> Any:
     from kubernetes import client, config
 
-    config.load_kube_config()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):  # in a pod (the chart's API): its account
+        config.load_incluster_config()
+    else:
+        config.load_kube_config()
     return client.CustomObjectsApi(client.ApiClient())
 
 

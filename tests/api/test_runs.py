@@ -95,6 +95,7 @@ def test_launch_refuses_an_unknown_experiment_a_disabled_backend_and_a_bad_one(c
     response = client.post("/api/experiments/nope/runs", json={})
     assert (response.status_code, response.json()["detail"]) == (404, "no experiment 'nope'")
     experiment_id = create(client, heart_spec())
+    assert client.get("/api/backends").json() == ["fast"]
     disabled = client.post(f"/api/experiments/{experiment_id}/runs", json={"backend": "kubernetes"})
     assert disabled.status_code == 409
     assert disabled.json()["detail"] == (

@@ -67,3 +67,19 @@ results:
 watchNamespace: {{ . }}
 {{- end }}
 {{- end }}
+
+{{/* The API's objects: their own component label, so the operator's selector never
+     matches the API's pod. */}}
+{{- define "medfl.apiSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "medfl.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end }}
+
+{{- define "medfl.apiLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "medfl.apiSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: medfl
+{{- end }}

@@ -73,7 +73,12 @@ async function signIn(token) {
   sessionStorage.setItem("medfl-token", token);
   $("#login").hidden = true;
   $("#app").hidden = false;
-  await Promise.all([refreshExperiments(), refreshRuns(), loadSites()]);
+  await Promise.all([refreshExperiments(), refreshRuns(), loadSites(), loadBackends()]);
+}
+
+async function loadBackends() {
+  const backends = await api("/api/backends");
+  $("#backend").replaceChildren(...backends.map((b) => el("option", { value: b, text: b })));
 }
 
 /* --- lists --------------------------------------------------------------------- */
@@ -95,7 +100,7 @@ async function refreshRuns() {
   const runs = await api("/api/runs");
   const body = $("#runs tbody");
   body.replaceChildren(...runs.map((r) => el("tr", { "data-run": r.id },
-    el("td", { text: r.experimentName }), el("td", { class: `status ${r.status}`, text: r.status }),
+    el("td", { text: r.experimentName }), el("td", { class: `status ${r.status}`, text: r.phase ? `${r.status} (${r.phase})` : r.status }),
     el("td", { text: `${r.roundsDone} / ${r.totalRounds}` }),
     el("td", { text: r.startedAt ? new Date(r.startedAt).toLocaleString() : "–" }),
     el("td", {}, el("button", { type: "button", "aria-label": `View run of ${r.experimentName}`, text: "View", onclick: () => showRun(r.id) })))));
@@ -104,7 +109,7 @@ async function refreshRuns() {
 
 async function launch(experimentId) {
   try {
-    const run = await api(`/api/experiments/${experimentId}/runs`, { method: "POST", json: { backend: "fast" } });
+    const run = await api(`/api/experiments/${experimentId}/runs`, { method: "POST", json: { backend: $("#backend").value || "fast" } });
     await refreshRuns();
     await showRun(run.id);
   } catch (error) {
@@ -151,7 +156,7 @@ function redraw() {
 function showStatus(run) {
   state.totalRounds = run.totalRounds;
   const status = $("#run-status");
-  status.textContent = run.status;
+  status.textContent = run.phase ? `${run.status} (cluster: ${run.phase})` : run.status;
   status.className = `status ${run.status}`;
   $("#run-error").textContent = run.error || "";
   $("#cancel-run").hidden = FINAL_STATES.includes(run.status);
