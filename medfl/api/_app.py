@@ -14,9 +14,10 @@ from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFil
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medfl.api import _problems
 from medfl.api._db import Database, migrate
@@ -80,18 +81,34 @@ def _auth(
         )
 
 
-class _SizeLimit(BaseHTTPMiddleware):
-    def __init__(self, app: Any, limit: int) -> None:
-        super().__init__(app)
-        self.limit = limit
+class _SizeLimit:
+    """Refuses a body over the limit: by its Content-Length at once, and while it is
+    read when it has none (chunked)."""
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return _problems.problem(
-                413, "request too large", f"the body is over the limit of {self.limit} bytes"
-            )
-        return await call_next(request)
+            response = _problems.problem(413, "request too large", self._said())
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, self._said())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _said(self) -> str:
+        return f"the body is over the limit of {self.limit} bytes"
 
 
 def _launches(settings: Settings, sites: dict[str, ServedSite]) -> dict[str, Launch]:
@@ -127,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             worker.stop()
             db.engine.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs' Swagger UI from the package: hospitals' networks are closed
         title="medfl",
         version=version("medfl"),
         description="Federated experiments over the sites this service serves.",

@@ -49,6 +49,20 @@ def test_an_upload_over_the_size_limit_is_refused(client):
     assert response.json()["detail"] == "the body is over the limit of 262144 bytes"
 
 
+def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit(client):
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"spec": {"name": "'
+        for _ in range(300):
+            yield b"x" * 1024
+        yield b'"}}'
+
+    response = client.post(
+        "/api/experiments", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == "the body is over the limit of 262144 bytes"
+
+
 def test_a_site_the_service_does_not_serve_and_a_data_path_are_named_in_the_problem(client):
     spec = heart_spec(
         sites=["nowhere", {"name": "hungary", "data": {"source": "csv", "path": "/etc/passwd"}}]

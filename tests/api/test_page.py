@@ -152,3 +152,14 @@ def test_a_wrong_token_shows_the_sign_in_form_with_the_reason(served, browser):
     page.wait_for_selector("#app:not([hidden])")
     page.screenshot(path=str(SHOTS / "3-signed-in.png"))
     assert Path(SHOTS / "3-signed-in.png").stat().st_size > 0
+
+
+def test_the_openapi_docs_render_offline(served, browser):
+    base, _ = served
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".opblock")
+    assert page.locator(".opblock").count() == 21
+    assert all(url.startswith(base) for url in requests), requests
