@@ -19,4 +19,5 @@ bench transfer.py "the transfer-learning example over seeds, against from scratc
 bench glm.py "the federated GLM against statsmodels on the pooled rows"
 bench tuning.py "medfl tune: trials per minute, Ray Tune + Optuna against plain Optuna"
 bench privacy.py "accuracy under local DP-SGD at ε = 1, 3, 8 against no DP (FLamby heart, the DP example)"
+bench api.py "the web service: a run through the API against the direct run; live event delay"
 exit "$status"
