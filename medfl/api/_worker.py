@@ -32,7 +32,7 @@ from medfl.api._db import (
     now,
 )
 from medfl.errors import MedflError, RunCancelled
-from medfl.results import RoundRecord
+from medfl.results import RoundRecord, RunStore
 from medfl.spec import Experiment, parse_experiment
 
 log = logging.getLogger("medfl.api")
@@ -71,15 +71,31 @@ def round_row(run_id: str, record: RoundRecord) -> RoundRow:
     )
 
 
-def mark_interrupted(db: Database) -> int:
-    """At start-up: a run left queued or running by a service that stopped."""
+def mark_interrupted(db: Database, runs_dir: Path) -> list[str]:
+    """At start-up (and as the service stops): runs left queued or running are
+    interrupted, in the database and in their run folder's result.json."""
     with db.session() as session:
-        result = session.execute(
+        ids = list(session.scalars(select(RunRow.id).where(RunRow.status.in_(IN_FLIGHT))))
+        session.execute(
             update(RunRow)
-            .where(RunRow.status.in_(IN_FLIGHT))
+            .where(RunRow.id.in_(ids))
             .values(status=INTERRUPTED, error=STOPPING, finished_at=now())
         )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    for run_id in ids:
+        _interrupted_result(runs_dir / run_id)
+    return ids
+
+
+def _interrupted_result(folder: Path) -> None:
+    """A killed run's result.json still says running; its rounds are all there."""
+    store = RunStore(folder)
+    try:
+        result = store.load_result()
+    except (MedflError, ValueError):
+        return  # the run had not started writing
+    if result.status == "running":
+        result.status, result.error, result.error_kind = "failed", STOPPING, "interrupted"
+        store.save_result(result)
 
 
 class Worker:
@@ -101,7 +117,7 @@ class Worker:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout_s)
-        mark_interrupted(self.db)
+        mark_interrupted(self.db, self.runs_dir)
 
     def submit(self, run_id: str) -> None:
         self._queue.put(run_id)

@@ -70,7 +70,11 @@ def test_a_killed_service_marks_its_run_interrupted_at_the_next_start(tmp_path: 
     with TestClient(create_app(settings), headers=AUTH) as client:
         after = client.get(f"/api/runs/{run['id']}").json()
         rounds = client.get(f"/api/runs/{run['id']}/rounds").json()
+        result = client.get(f"/api/runs/{run['id']}/result").json()
     assert after["status"] == "interrupted"
+    assert (result["status"], result["errorKind"]) == ("failed", "interrupted")
+    # result.json is written before the round's row: it may hold one round more
+    assert len(result["rounds"]) in (after["roundsDone"], after["roundsDone"] + 1)
     assert after["roundsDone"] >= 3
     assert [r["round"] for r in rounds] == list(range(1, after["roundsDone"] + 1))
     assert after["finishedAt"] is not None
