@@ -126,7 +126,26 @@ def test_a_researcher_creates_and_runs_the_heart_disease_experiment_in_the_page(
     assert all(url.startswith((base, "data:", "blob:")) for url in requests), requests
 
 
-def test_every_form_control_has_a_label(served, browser):
+CONTRAST = """() => {
+  const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = (c) => { const [r, g, b] = rgb(c).map(v => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const background = (e) => { for (; e; e = e.parentElement) {
+    const c = getComputedStyle(e).backgroundColor;
+    if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; };
+  const worst = [];
+  for (const e of document.querySelectorAll('body *')) {
+    if (!e.offsetParent || ![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+    if (e.closest('svg')) continue;
+    const [a, b] = [lum(getComputedStyle(e).color), lum(background(e))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 7) worst.push([e.tagName, e.textContent.trim().slice(0, 30), ratio.toFixed(2)]);
+  }
+  return worst; }"""
+
+
+def test_every_form_control_has_a_label_and_text_contrast_is_at_least_7(served, browser):
     base, _ = served
     page = browser.new_page()
     page.goto(f"{base}/#token={TOKEN}")
@@ -139,6 +158,7 @@ def test_every_form_control_has_a_label(served, browser):
         .map(e => e.id || e.outerHTML)"""
     )
     assert unlabelled == []
+    assert page.evaluate(CONTRAST) == []
 
 
 def test_a_wrong_token_shows_the_sign_in_form_with_the_reason(served, browser):
