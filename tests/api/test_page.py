@@ -136,7 +136,8 @@ CONTRAST = """() => {
     if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; };
   const worst = [];
   for (const e of document.querySelectorAll('body *')) {
-    if (!e.offsetParent || ![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+    const text = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!e.offsetParent || !text) continue;
     if (e.closest('svg')) continue;
     const [a, b] = [lum(getComputedStyle(e).color), lum(background(e))];
     const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
