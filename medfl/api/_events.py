@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
 
@@ -27,7 +27,7 @@ async def run_events(
     service: Service,
     run_id: str,
     after: int,
-    disconnected: Callable[[], object],
+    disconnected: Callable[[], Awaitable[bool]],
     poll_s: float = 0.2,
 ) -> AsyncIterator[str]:
     last_status: str | None = None
@@ -46,7 +46,7 @@ async def run_events(
         if time.monotonic() - beat > HEARTBEAT_S:
             beat = time.monotonic()
             yield ": keep-alive\n\n"
-        if await disconnected():  # type: ignore[misc]
+        if await disconnected():
             return
         await asyncio.sleep(poll_s)
 

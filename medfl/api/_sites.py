@@ -4,8 +4,10 @@ a site are counts and aggregates under that site's disclosure limits, never rows
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -19,7 +21,7 @@ from medfl.spec._base import SpecModel
 from medfl.spec._load import _Loader, _problems, resolve_paths
 from medfl.spec._models import DNS_LABEL, DataSource, Experiment, Level
 from medfl.spec._policy import Disclosure, SitePolicy, load_policy
-from medfl.stats._describe import describe
+from medfl.stats._describe import Description, describe
 from medfl.stats._guard import guard
 
 # A column with more distinct values than this is not offered as categorical (an id).
@@ -85,8 +87,6 @@ def load_sites(path: Path | None) -> dict[str, ServedSite]:
 
 
 def _served(name: str, entry: ConfiguredSite, base: Path, source: str) -> ServedSite:
-    import re
-
     if not re.match(DNS_LABEL, name) or len(name) > 40:
         raise SpecError([(f"sites.{name}", "use lower-case letters, digits and '-'")], source)
     fields = entry.model_dump(exclude={"policy"})
@@ -133,32 +133,37 @@ def column_kinds(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def summary(served: ServedSite) -> dict:
-    """The site's rows, columns and per-column aggregates, as its policy lets them out."""
+    """The site's rows, columns and per-column aggregates, as its policy lets them out:
+    under its minRows nothing but the column names and kinds."""
     frame = read_site(served.site)
     limits: Disclosure = served.policy().disclosure
     kinds = column_kinds(frame)
     numeric = [c for c, k in kinds.items() if k in ("numeric", "both")]
-    categorical = [c for c, k in kinds.items() if k in ("categorical", "both")]
     numbers = frame[numeric].apply(pd.to_numeric, errors="coerce")
     desc = guard(describe(numbers, numeric, []), limits, served.name)
-    levels = {c: frame[c].astype(object).fillna("__missing__").value_counts() for c in categorical}
-    columns = []
-    for name, kind in kinds.items():
-        entry: dict = {"name": name, "kind": kind}
-        missing = int(frame[name].isna().sum())
-        entry["missing"] = None if 0 < missing < limits.min_cell_count else missing
-        if name in desc.numeric:
-            n = desc.numeric[name]
-            m = n.moments
-            entry["mean"] = None if m is None else m.mean
-            entry["sd"] = n.sd
-        if name in levels and desc.rows:
-            counts = levels[name]
-            kept, _, _ = suppress_cells([int(v) for v in counts.to_numpy()], limits.min_cell_count)
-            entry["levels"] = {str(k): c for k, c in zip(counts.index, kept, strict=True)}
-        columns.append(entry)
-    rows = len(frame) if len(frame) >= limits.min_rows else None
+    released = desc.rows > 0
+    columns = [_column(frame[name], kind, desc, limits, released) for name, kind in kinds.items()]
+    rows = len(frame) if released else None
     return {"rows": rows, "columns": columns, "suppressed": desc.suppressed}
+
+
+def _column(
+    values: pd.Series, kind: str, desc: Description, limits: Disclosure, released: bool
+) -> dict[str, Any]:
+    name = str(values.name)
+    entry: dict[str, Any] = {"name": name, "kind": kind, "missing": None}
+    missing = int(values.isna().sum())
+    if released and not 0 < missing < limits.min_cell_count:
+        entry["missing"] = missing
+    if name in desc.numeric:
+        moments = desc.numeric[name].moments
+        entry["mean"] = None if moments is None else moments.mean
+        entry["sd"] = desc.numeric[name].sd
+    if kind in ("categorical", "both") and released:
+        counts = values.astype(object).fillna("__missing__").value_counts()
+        kept, _, _ = suppress_cells([int(v) for v in counts.to_numpy()], limits.min_cell_count)
+        entry["levels"] = {str(k): c for k, c in zip(counts.index, kept, strict=True)}
+    return entry
 
 
 def shared_columns(summaries: list[dict]) -> list[dict]:
