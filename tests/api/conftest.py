@@ -4,6 +4,7 @@ served, and the example experiment with its sites named."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +32,26 @@ def heart_spec(rounds: int = 3, **changes: Any) -> dict[str, Any]:
     return spec | changes
 
 
+# MEDFL_TEST_DATABASE_URL=postgresql+psycopg://... runs these tests on that (emptied)
+# database instead of a SQLite file; unset, SQLite.
+DATABASE_URL = os.environ.get("MEDFL_TEST_DATABASE_URL")
+
+
+def _emptied(url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for table in ("rounds", "runs", "experiments", "alembic_version"):
+            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()
+    return url
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", api_token=TOKEN)
+    url = _emptied(DATABASE_URL) if DATABASE_URL else None
+    return Settings(data_dir=tmp_path / "data", api_token=TOKEN, database_url=url)
 
 
 @pytest.fixture

@@ -24,8 +24,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(data_dir: Path, port: int) -> subprocess.Popen:
+def _serve(data_dir: Path, port: int, url: str | None) -> subprocess.Popen:
     env = {**os.environ, "MEDFL_API_TOKEN": TOKEN, "FLWR_TELEMETRY_ENABLED": "0"}
+    if url:
+        env["MEDFL_DATABASE_URL"] = url
     command = [
         sys.executable,
         "-m",
@@ -52,9 +54,9 @@ def _until(check, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
     raise AssertionError("timed out")
 
 
-def test_a_killed_service_marks_its_run_interrupted_at_the_next_start(tmp_path: Path):
-    port, data = _free_port(), tmp_path / "data"
-    server = _serve(data, port)
+def test_a_killed_service_marks_its_run_interrupted_at_the_next_start(settings: Settings):
+    port, data = _free_port(), settings.data_dir
+    server = _serve(data, port, settings.database_url)
     try:
         api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10)
         _until(lambda: api.get("/api/health").status_code == 200)
@@ -66,7 +68,6 @@ def test_a_killed_service_marks_its_run_interrupted_at_the_next_start(tmp_path: 
         server.send_signal(signal.SIGKILL)
         server.wait(10)
     assert "medfl serve: open http://127.0.0.1:" in server.stderr.read()  # type: ignore[union-attr]
-    settings = Settings(data_dir=data, api_token=TOKEN)
     with TestClient(create_app(settings), headers=AUTH) as client:
         after = client.get(f"/api/runs/{run['id']}").json()
         rounds = client.get(f"/api/runs/{run['id']}/rounds").json()
