@@ -283,6 +283,11 @@ def _run_routes(router: APIRouter) -> None:
         """Stops the run when its current round ends (a queued run at once)."""
         return service.cancel(run_id)
 
+    @router.post("/runs/{run_id}/resume", tags=["runs"])
+    def resume(run_id: str, service: ServiceDep) -> RunPublic:
+        """An interrupted or cancelled run goes on from its last finished round."""
+        return service.resume(run_id)
+
     @router.get("/runs/{run_id}/rounds", tags=["runs"])
     def rounds(run_id: str, service: ServiceDep) -> list[RoundPublic]:
         service.run(run_id)

@@ -13,6 +13,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+MIGRATIONS = Path(__file__).parent / "migrations"
 # A run's states; the last four are final.
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
@@ -51,6 +52,7 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     phase: Mapped[str | None] = mapped_column(String(40), default=None)  # kubernetes' phase
+    resumes: Mapped[int] = mapped_column(Integer, default=0)  # times resumed (checkpoint)
 
 
 class RoundRow(Base):
@@ -76,9 +78,8 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
 
-    folder = Path(__file__).parent / "migrations"
     config = Config()
-    config.set_main_option("script_location", str(folder))
+    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

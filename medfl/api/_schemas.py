@@ -77,6 +77,7 @@ class RunPublic(_Api):
     total_rounds: int
     error: str | None
     phase: str | None = Field(description="kubernetes: the FederatedExperiment's phase")
+    resumes: int = Field(default=0, description="times resumed from its checkpoint")
 
 
 class RoundPublic(_Api):

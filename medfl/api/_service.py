@@ -17,6 +17,7 @@ from medfl.api._db import (
     CANCELLED,
     FINAL,
     IN_FLIGHT,
+    INTERRUPTED,
     QUEUED,
     Database,
     ExperimentRow,
@@ -35,8 +36,10 @@ from medfl.api._schemas import (
 from medfl.api._sites import ServedSite
 from medfl.api._worker import Worker
 from medfl.errors import ConflictError, DataError, NotFoundError, SiteExcluded, SitesDataError
+from medfl.results._store import CHECKPOINT_FILE
 from medfl.spec import Experiment, parse_experiment
 
+RESUMABLE = (CANCELLED, INTERRUPTED)
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # What a run folder may hand out (never experiment.yaml: it holds the sites' data paths).
 MEDIA_TYPES = {
@@ -193,6 +196,7 @@ class Service:
             total_rounds=run.total_rounds,
             error=run.error,
             phase=run.phase,
+            resumes=run.resumes,
         )
 
     def runs(self, experiment_id: str | None = None) -> list[RunPublic]:
@@ -228,6 +232,24 @@ class Service:
             run.cancel_requested = True
             if run.status == QUEUED:
                 run.status, run.finished_at = CANCELLED, now()
+        return self.run(run_id)
+
+    def resume(self, run_id: str) -> RunPublic:
+        """An interrupted or cancelled run goes on from its last checkpoint (queued)."""
+        with self.db.session() as session:
+            run = session.get(RunRow, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id!r}")
+            if run.status not in RESUMABLE or run.backend != "fast":
+                raise ConflictError(
+                    f"run {run_id!r} is {run.status} on {run.backend}: only an interrupted or "
+                    "cancelled run of the fast backend can be resumed"
+                )
+            if not (self.runs_dir / run_id / CHECKPOINT_FILE).is_file():
+                raise ConflictError(f"run {run_id!r} has no checkpoint (no round finished)")
+            run.status, run.error, run.finished_at = QUEUED, None, None
+            run.cancel_requested, run.resumes = False, run.resumes + 1
+        self.worker.submit(run_id)
         return self.run(run_id)
 
     def rounds(self, run_id: str, after: int = 0) -> list[RoundPublic]:

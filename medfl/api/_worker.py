@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from medfl.api._db import (
     CANCELLED,
@@ -142,15 +142,15 @@ class Worker:
                 run.status, run.finished_at = CANCELLED, now()
                 return
             spec = session.get_one(ExperimentRow, run.experiment_id).spec
-            run.status, run.started_at = RUNNING, now()
-            backend = run.backend
+            run.status, run.started_at = RUNNING, run.started_at or now()
+            backend, resumed = run.backend, run.resumes > 0
         experiment = parse_experiment(spec)
         launch = self.launches[backend]
         try:
             if isinstance(launch, KubernetesLaunch):
                 self._on_kubernetes(run_id, experiment, launch)
             else:
-                self._fast(run_id, experiment, launch)
+                self._fast(run_id, experiment, launch, resumed)
         except RunCancelled as exc:
             status = INTERRUPTED if self._stopping.is_set() else CANCELLED
             self._finish(run_id, status, STOPPING if status == INTERRUPTED else str(exc))
@@ -171,7 +171,7 @@ class Worker:
         with self.db.session() as session:
             return bool(session.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
-    def _fast(self, run_id: str, experiment: Experiment, launch: FastLaunch) -> None:
+    def _fast(self, run_id: str, experiment: Experiment, launch: FastLaunch, resumed: bool) -> None:
         from medfl.runners import FastEngine, run
 
         def progress(record: RoundRecord) -> None:
@@ -181,7 +181,19 @@ class Worker:
                 raise RunCancelled(f"cancelled after round {record.round}; its rounds are kept")
 
         engine = FastEngine(site_policies=launch.policies)
-        run(experiment, engine=engine, out=self.runs_dir / run_id, progress=progress)
+        folder = self.runs_dir / run_id
+        if resumed:  # from the checkpoint; rounds after it run again and replace their rows
+            self._forget_after_checkpoint(run_id, folder)
+            run(None, engine=engine, resume=folder, progress=progress)
+        else:
+            run(experiment, engine=engine, out=folder, progress=progress)
+
+    def _forget_after_checkpoint(self, run_id: str, folder: Path) -> None:
+        done = len(RunStore(folder).load_checkpoint()[2])
+        with self.db.session() as session:
+            session.execute(
+                delete(RoundRow).where(RoundRow.run_id == run_id, RoundRow.round > done)
+            )
 
     def _on_kubernetes(self, run_id: str, experiment: Experiment, launch: KubernetesLaunch) -> None:
         from medfl.runners._kubernetes import KubernetesBackend, outcome, submit

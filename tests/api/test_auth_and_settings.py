@@ -20,7 +20,7 @@ def _api_routes(client: TestClient) -> list[tuple[str, str]]:
 def test_every_api_endpoint_but_health_refuses_a_request_without_the_token(settings):
     with TestClient(create_app(settings)) as client:
         routes = _api_routes(client)
-        assert len(routes) == 21
+        assert len(routes) == 22
         for method, path in routes:
             url = path.replace("{experiment_id}", "x").replace("{run_id}", "x")
             url = url.replace("{name}", "x")

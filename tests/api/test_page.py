@@ -182,5 +182,5 @@ def test_the_openapi_docs_render_offline(served, browser):
     page.on("request", lambda r: requests.append(r.url))
     page.goto(f"{base}/docs")
     page.wait_for_selector(".opblock")
-    assert page.locator(".opblock").count() == 21
+    assert page.locator(".opblock").count() == 22
     assert all(url.startswith(base) for url in requests), requests

@@ -132,3 +132,27 @@ def test_a_service_stopping_mid_run_marks_it_interrupted_with_its_rounds_kept(se
     assert run["roundsDone"] >= 2
     assert [r["round"] for r in rounds] == list(range(1, run["roundsDone"] + 1))
     assert json.dumps(rounds[0]["metrics"]).startswith('{"loss"')
+
+
+def test_a_cancelled_run_resumes_from_its_checkpoint_to_the_end(client):
+    run_id = launch(client, create(client, heart_spec(rounds=40)))
+    wait_for(client, run_id, lambda r: r["roundsDone"] >= 1)
+    client.post(f"/api/runs/{run_id}/cancel")
+    stopped = wait_for(client, run_id, lambda r: r["status"] == "cancelled")
+    assert stopped["roundsDone"] < 40
+    resumed = client.post(f"/api/runs/{run_id}/resume")
+    assert resumed.status_code == 200
+    assert (resumed.json()["status"], resumed.json()["resumes"]) == ("queued", 1)
+    done = wait_for(client, run_id, lambda r: r["status"] == "succeeded")
+    assert (done["roundsDone"], done["error"]) == (40, None)
+    rounds = client.get(f"/api/runs/{run_id}/rounds").json()
+    assert [r["round"] for r in rounds] == list(range(1, 41))
+    result = client.get(f"/api/runs/{run_id}/result").json()
+    assert result["status"] == "succeeded"
+    assert [r["metrics"] for r in result["rounds"]] == [r["metrics"] for r in rounds]
+    again = client.post(f"/api/runs/{run_id}/resume")
+    assert again.status_code == 409
+    assert again.json()["detail"] == (
+        f"run {run_id!r} is succeeded on fast: only an interrupted or cancelled run of the "
+        "fast backend can be resumed"
+    )

@@ -160,6 +160,7 @@ function showStatus(run) {
   status.className = `status ${run.status}`;
   $("#run-error").textContent = run.error || "";
   $("#cancel-run").hidden = FINAL_STATES.includes(run.status);
+  $("#resume-run").hidden = !["cancelled", "interrupted"].includes(run.status) || run.backend !== "fast";
 }
 
 async function showRun(runId) {
@@ -446,6 +447,14 @@ function start() {
   $("#cancel-run").addEventListener("click", async () => {
     try {
       await api(`/api/runs/${state.run}/cancel`, { method: "POST" });
+    } catch (error) {
+      $("#run-error").textContent = error.message;
+    }
+  });
+  $("#resume-run").addEventListener("click", async () => {
+    try {
+      await api(`/api/runs/${state.run}/resume`, { method: "POST" });
+      await showRun(state.run);
     } catch (error) {
       $("#run-error").textContent = error.message;
     }
