@@ -148,3 +148,11 @@ def test_a_deleted_experiment_is_gone(client):
     assert response.status_code == 404
     assert response.json()["detail"] == f"no experiment {experiment_id!r}"
     assert client.delete(f"/api/experiments/{experiment_id}").status_code == 404
+
+
+def test_an_unknown_experiment_is_not_found_for_validate_and_runs(client):
+    for method, path in (("POST", "validate"), ("GET", "")):
+        response = client.request(method, f"/api/experiments/nope/{path}".rstrip("/"))
+        assert (response.status_code, response.json()["detail"]) == (404, "no experiment 'nope'")
+    response = client.get("/api/runs", params={"experimentId": "nope"})
+    assert (response.status_code, response.json()["detail"]) == (404, "no experiment 'nope'")

@@ -113,7 +113,9 @@ def test_an_unknown_run_is_not_found_on_every_run_endpoint(client):
         response = client.get(f"/api/runs/nope{path}")
         assert response.status_code == 404, path
         assert response.json()["detail"] == "no run 'nope'"
-    assert client.post("/api/runs/nope/cancel").status_code == 404
+    for action in ("cancel", "resume"):
+        response = client.post(f"/api/runs/nope/{action}")
+        assert (response.status_code, response.json()["detail"]) == (404, "no run 'nope'")
 
 
 def test_a_service_stopping_mid_run_marks_it_interrupted_with_its_rounds_kept(settings):

@@ -51,6 +51,12 @@ def test_the_shared_schema_offers_columns_every_chosen_site_has(client):
     assert columns["num"] == (True, True)
 
 
+def test_the_shared_schema_of_an_unknown_site_is_not_found(client):
+    response = client.get("/api/schema", params={"site": ["cleveland", "atlantis"]})
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("no site 'atlantis'; this service serves:")
+
+
 def _csv_site(tmp_path: Path, rows: int) -> Path:
     frame = pd.DataFrame(
         {
