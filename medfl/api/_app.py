@@ -42,6 +42,14 @@ from medfl.api._worker import FastLaunch, KubernetesLaunch, Launch, Worker, mark
 from medfl.errors import NotFoundError, SpecError
 
 STATIC = Path(__file__).parent / "static"
+# The page loads nothing but this service's own files (and the blob: URLs of the plots
+# it fetched with the token); no inline script, no framing.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class Problem(BaseModel):
@@ -169,7 +177,9 @@ def _public() -> APIRouter:
 
     @router.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+        return FileResponse(
+            STATIC / "index.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS
+        )
 
     return router
 

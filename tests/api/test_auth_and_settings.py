@@ -78,3 +78,14 @@ def test_settings_come_from_medfl_environment_variables(tmp_path: Path, monkeypa
     assert settings.max_upload_bytes == 2048
     assert settings.url() == f"sqlite:///{(tmp_path / 'd' / 'medfl.db').resolve()}"
     assert settings.api_token is not None and settings.api_token.get_secret_value() == TOKEN
+
+
+def test_the_page_is_served_without_a_token_under_a_strict_content_security_policy(client):
+    response = client.get("/", headers={"Authorization": ""})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    policy = response.headers["content-security-policy"]
+    assert policy.startswith("default-src 'self'; img-src 'self' blob: data:;")
+    assert "frame-ancestors 'none'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert 'src="/static/app.js"' in response.text

@@ -79,6 +79,9 @@ def test_a_researcher_creates_and_runs_the_heart_disease_experiment_in_the_page(
     page = browser.new_page(viewport={"width": 1100, "height": 1400})
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
+    page.on("pageerror", lambda e: console.append(str(e)))
     page.goto(f"{base}/#token={TOKEN}")
     page.wait_for_selector("#feature-age")
     assert page.evaluate("location.hash") == ""  # the token leaves the address bar
@@ -124,6 +127,10 @@ def test_a_researcher_creates_and_runs_the_heart_disease_experiment_in_the_page(
         "Download report.md", "Download result.json",
     ]  # fmt: skip
     assert all(url.startswith((base, "data:", "blob:")) for url in requests), requests
+    # the one message: the browser logging the API's 422 for the bad name
+    assert console == [
+        "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+    ], console
 
 
 CONTRAST = """() => {
