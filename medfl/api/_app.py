@@ -267,8 +267,7 @@ def _experiment_routes(router: APIRouter, limit: int) -> None:
 
     @router.post("/experiments/{experiment_id}/validate", tags=["experiments"])
     def validate(experiment_id: str, service: ServiceDep) -> ValidationPublic:
-        stored = service.experiment(experiment_id)
-        return service.validate(service.parse(stored.spec | {"sites": stored.sites}))
+        return service.validate(service.stored(experiment_id))
 
     @router.post("/experiments/{experiment_id}/runs", status_code=202, tags=["runs"])
     def launch(experiment_id: str, body: RunCreate, service: ServiceDep) -> RunPublic:

@@ -13,8 +13,11 @@ from medfl.errors import SpecError
 from medfl.spec import Experiment, parse_experiment
 from medfl.spec._load import _Loader, _unwrap
 
-# What a request may say about a site besides its name: Kubernetes placement.
-SITE_FIELDS = {"name", "data", "placement"}
+# What a request may say about a site: its name (and the server's own data source).
+SITE_FIELDS = {"name", "data"}
+# Parts of a spec that name files, code or images on the server's side: medfl run's,
+# never a request's.
+SERVER_ONLY = "names a file, code or image on the server's side: not through the API (medfl run)"
 
 
 def parse_yaml(text: bytes) -> Any:
@@ -35,11 +38,25 @@ def experiment_from(doc: Any, served: dict[str, ServedSite]) -> Experiment:
     where = f"{prefix}.sites" if prefix else "sites"
     if not isinstance(sites, list) or not sites:
         raise SpecError([(where, f"name at least one site; this service serves: {_names(served)}")])
-    problems: list[tuple[str, str]] = []
+    problems = _server_only(spec, prefix)
     filled = [_site(entry, f"{where}[{i}]", served, problems) for i, entry in enumerate(sites)]
     if problems:
         raise SpecError(problems)
     return parse_experiment({**spec, "sites": filled}, base_dir=None)
+
+
+def _server_only(spec: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+    at = f"{prefix}." if prefix else ""
+    given = spec.get("model")
+    model: dict[str, Any] = given if isinstance(given, dict) else {}
+    found = []
+    if model.get("type") == "custom":
+        found.append((f"{at}model.type", f"'custom' (an importPath) {SERVER_ONLY}"))
+    if model.get("pretrained") is not None:
+        found.append((f"{at}model.pretrained", SERVER_ONLY))
+    if "runtime" in spec:
+        found.append((f"{at}runtime", SERVER_ONLY))
+    return found
 
 
 def _names(served: dict[str, ServedSite]) -> str:
@@ -68,7 +85,7 @@ def _site(
         problems.append(
             (f"{where}.data", "the service holds each site's data source; name the site only")
         )
-    return {**wire, **({"placement": given["placement"]} if "placement" in given else {})}
+    return wire
 
 
 def _data_as_given(served: dict[str, Any], given: Any) -> dict[str, Any]:

@@ -108,6 +108,9 @@ class Service:
             raise NotFoundError(f"no experiment {experiment_id!r}")
         return row
 
+    def stored(self, experiment_id: str) -> Experiment:
+        return parse_experiment(self._experiment_row(experiment_id).spec)
+
     def experiment(self, experiment_id: str) -> ExperimentPublic:
         return _experiment_public(self._experiment_row(experiment_id))
 

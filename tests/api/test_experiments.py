@@ -83,6 +83,28 @@ def test_a_site_the_service_does_not_serve_and_a_data_path_are_named_in_the_prob
     ]
 
 
+SERVER_ONLY = "names a file, code or image on the server's side: not through the API (medfl run)"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"model": {"type": "custom", "importPath": "os:system"}}, "model.type",
+         f"'custom' (an importPath) {SERVER_ONLY}"),
+        ({"model": {"type": "logistic", "pretrained": {"path": "/etc/shadow"}}},
+         "model.pretrained", SERVER_ONLY),
+        ({"runtime": {"image": "evil/image:1"}}, "runtime", SERVER_ONLY),
+        ({"sites": [{"name": "cleveland", "placement": {"volume": {"hostPath": "/"}}}]},
+         "sites[0].placement", "set by the service for its sites; a request names the site only"),
+    ],
+    ids=["custom-model", "pretrained-file", "runtime-image", "host-path"],
+)  # fmt: skip
+def test_what_names_server_files_code_or_images_is_refused(client, change, field, message):
+    response = client.post("/api/experiments", json={"spec": heart_spec() | change})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": field, "message": message}]
+
+
 def test_site_fields_the_service_sets_are_refused_by_name(client):
     spec = heart_spec(sites=[{"name": "cleveland", "columns": {"age": "alter"}}])
     response = client.post("/api/experiments", json={"spec": spec})
