@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from medfl.k8s._config import OperatorConfig
+from medfl.k8s._names import Owner
 from medfl.spec import Experiment, Site, Toleration
 from medfl.spec._models import GPU_RESOURCE
-from medfl_operator._names import Owner
 
 Manifest = dict[str, Any]
 

@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from medfl.k8s import Condition, ExperimentStatus, ResultsLocation, SiteStatus
+from medfl.k8s import Condition, ExperimentStatus, PrivacySpent, ResultsLocation, SiteStatus
 from medfl.k8s._config import OperatorConfig
+from medfl.k8s._names import Owner
 from medfl.k8s._status import Phase, SiteState
 from medfl.spec import Experiment
 from medfl_operator._job import MARK
-from medfl_operator._names import Owner
 
 Manifest = dict[str, Any]
 JobState = Literal["absent", "running", "succeeded", "failed"]
@@ -47,6 +47,7 @@ class Observed:
     site_pods: dict[str, list[Manifest]] = field(default_factory=dict)
     job: Manifest | None = None
     job_pods: list[Manifest] = field(default_factory=list)
+    progress: dict[str, Any] | None = None  # the Job's newest progress line (its log)
 
 
 def previous_status(raw: Manifest | None) -> ExperimentStatus:
@@ -288,13 +289,12 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
     ]
     total = ctx.experiment.training.rounds
     results = ctx.config.results
-    summary = run_summary(observed.job_pods) or {}
+    # the summary at the end, the Job's progress lines while it runs
+    summary = run_summary(observed.job_pods) or observed.progress or {}
     return ExperimentStatus(
         phase=phase,
         conditions=conditions,
         observed_generation=ctx.owner.generation,
-        # Rounds and metrics come with the run's summary at its end: during the run they
-        # are only in result.json on the results claim, which the operator does not mount.
         current_round=_rounds(summary, state, total, ctx.previous),
         total_rounds=total,
         sites=sites,
@@ -304,8 +304,16 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
         if results is not None
         else None,
         metrics=summary.get("metrics") or ctx.previous.metrics,
-        privacy_spent=ctx.previous.privacy_spent,
+        privacy_spent=_privacy(observed.progress) or ctx.previous.privacy_spent,
     )
+
+
+def _privacy(progress: dict[str, Any] | None) -> dict[str, PrivacySpent]:
+    said = (progress or {}).get("privacySpent") or {}
+    try:
+        return {site: PrivacySpent.model_validate(spent) for site, spent in said.items()}
+    except (ValidationError, AttributeError):
+        return {}
 
 
 def _rounds(

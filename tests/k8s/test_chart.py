@@ -49,6 +49,7 @@ OPERATOR_RULES = {  # (apiGroup, resource) -> verbs, in every watch mode
     ("", "configmaps"): ["get", "create", "patch", "delete"],
     ("batch", "jobs"): ["get", "list", "watch", "create", "delete"],
     ("", "pods"): ["get", "list", "watch"],
+    ("", "pods/log"): ["get"],
     ("", "events"): ["create"],
 }
 

@@ -108,7 +108,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         args.append(f"--liveness={liveness}")
         with KopfRunner(args) as runner:
             http = Http(server.url)
-            yield Cluster(server, http, Kubelet(http), liveness=liveness)
+            yield Cluster(server, http, Kubelet(http, server.emulator.pod_logs), liveness=liveness)
     assert runner.exception is None, runner.output[-5000:]
     assert runner.exit_code == 0
 
