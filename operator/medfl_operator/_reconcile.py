@@ -16,7 +16,7 @@ from medfl.k8s._config import OperatorConfig
 from medfl.k8s._joblog import last_progress
 from medfl.k8s._names import Owner
 from medfl.spec import Experiment, parse_experiment
-from medfl_operator._checks import check_for_kubernetes
+from medfl_operator._checks import check_for_kubernetes, check_site_policies
 from medfl_operator._kube import Kube, Manifest
 from medfl_operator._material import server_files, site_files
 from medfl_operator._render import (
@@ -73,7 +73,15 @@ class Reconciler:
 
     def target(self, body: Mapping[str, Any]) -> Target:
         over = run_over(self._previous(body))
-        return Target(parse(body), self.config, owner_of(body), run_over=over)
+        owner = owner_of(body)
+        experiment = parse(body)
+        check_site_policies(
+            experiment,
+            self.config.site_policies,
+            lambda name: self.kube.read("ConfigMap", owner.namespace, name),
+            f"FederatedExperiment {owner.name}",
+        )
+        return Target(experiment, self.config, owner, run_over=over)
 
     def apply(self, body: Mapping[str, Any]) -> None:
         """Validate, then create or update every child but the Job. An invalid spec
@@ -131,6 +139,7 @@ class Reconciler:
         )
         return Observed(
             server=deployments.get(owner.server),
+            server_pods=[p for p in pods if _label(p, "app.kubernetes.io/component") == "server"],
             sites={s: deployments.get(owner.site(s)) for s in names},
             site_pods={s: [p for p in pods if _label(p, "medfl.io/site") == s] for s in names},
             job=job,

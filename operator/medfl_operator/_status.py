@@ -43,6 +43,7 @@ class Observed:
     """What the operator read from the API server for one experiment."""
 
     server: Manifest | None = None  # the SuperLink Deployment
+    server_pods: list[Manifest] = field(default_factory=list)
     sites: dict[str, Manifest | None] = field(default_factory=dict)  # site -> Deployment
     site_pods: dict[str, list[Manifest]] = field(default_factory=dict)
     job: Manifest | None = None
@@ -210,7 +211,10 @@ class Context:
 def _server_condition(ctx: Context, observed: Observed) -> Condition:
     if available(observed.server):
         return ctx.condition("ServerReady", True, "Available", "the SuperLink pod is ready")
-    return ctx.condition("ServerReady", False, "NotAvailable", "waiting for the SuperLink pod")
+    # e.g. the results claim missing from this namespace: the pod is not scheduled
+    stuck = _waiting(observed.server_pods)
+    message = f"the SuperLink pod: {stuck}" if stuck else "waiting for the SuperLink pod"
+    return ctx.condition("ServerReady", False, "NotAvailable", message)
 
 
 def _sites_condition(ctx: Context, sites: dict[str, SiteStatus]) -> Condition:

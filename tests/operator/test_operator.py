@@ -202,6 +202,29 @@ def test_an_invalid_spec_fails_without_children_and_is_not_retried(cluster: Clus
     assert cluster.status("bad")["observedGeneration"] == 2
 
 
+def test_a_sites_policy_missing_from_the_namespace_holds_the_experiment_until_it_is_made(
+    cluster: Cluster,
+) -> None:
+    sites = example_cr()["spec"]["sites"]
+    sites = [sites[0], dict(sites[1], name="policy-site")]
+    cluster.experiment("study-p", sites=sites)
+    valid = cluster.wait_condition("study-p", "Valid", "False")
+    assert (
+        "site policy-site: its policy ConfigMap policy-site-policy is not in this namespace"
+        in valid["message"]
+    )
+    assert cluster.children("study-p") == []
+
+    policy = {"apiVersion": "v1", "kind": "ConfigMap"}
+    policy["metadata"] = {"name": "policy-site-policy", "namespace": "default"}
+    policy["data"] = {"policy.yaml": "disclosure:\n  minCellCount: 8\n"}  # type: ignore[assignment]
+    cluster.http.create("ConfigMap", policy)
+    cluster.wait_condition("study-p", "Valid", "True", timeout=15)
+    site = wait_for(lambda: cluster.http.get("Deployment", "study-p-site-policy-site"))
+    args = site["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--policy") + 1] == "/etc/medfl/policy/policy.yaml"
+
+
 def _handled(cluster: Cluster, name: str) -> dict[str, Any] | None:
     meta = (cluster.http.get("FederatedExperiment", name) or {}).get("metadata", {})
     return meta if "medfl.io/last-handled-spec" in (meta.get("annotations") or {}) else None
