@@ -50,11 +50,19 @@ class SitePolicySource(SpecModel):
     )
 
 
+class RayTarget(SpecModel):
+    """A KubeRay RayCluster the operator submits simulation searches to (tuning.runOn:
+    ray), as RayJobs in the experiment's namespace."""
+
+    cluster_name: str = Field(pattern=DNS_LABEL, max_length=63)
+
+
 class OperatorConfig(SpecModel):
     runtime: RuntimeDefaults = Field(default_factory=RuntimeDefaults)
     gpu_pool: GpuPool = Field(default_factory=GpuPool)
     results: ResultsVolume | None = None
     watch_namespace: str | None = Field(default=None, description="none: every namespace")
+    ray: RayTarget | None = Field(default=None, description="none: no search runs on Ray")
     site_policies: dict[str, SitePolicySource] = Field(
         default_factory=dict, description="by site name; a site not named uses default limits"
     )

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from medfl.errors import PolicyError, SpecError
-from medfl.k8s._config import SitePolicySource
+from medfl.k8s._config import OperatorConfig, SitePolicySource
 from medfl.spec import CsvSource, Experiment, ParquetSource, Site
 from medfl.spec._policy import parse_policy
 
@@ -78,3 +78,14 @@ def check_site_policies(
     ]
     if problems:
         raise PolicyError(problems, where)
+
+
+def check_ray(experiment: Experiment, config: OperatorConfig, source: str) -> None:
+    """A search on Ray needs the chart's Ray cluster."""
+    tuning = experiment.tuning
+    if tuning is not None and tuning.run_on == "ray" and config.ray is None:
+        problem = (
+            "ray needs the chart's ray.clusterName (a KubeRay RayCluster in this namespace); "
+            "or federation: every trial a run on this experiment's own sites"
+        )
+        raise SpecError([("spec.tuning.runOn", problem)], source)

@@ -97,7 +97,23 @@ def print_result(out: Path | None) -> None:
         print("\n".join(result_lines(read[0])), flush=True)
 
 
+RAY_EXPERIMENT_ENV = "MEDFL_EXPERIMENT"  # medfl_operator._render.ray_job sets it
+RAY_SEARCH_DIR = "/tmp/medfl-search"  # on the Ray head; result.json comes back by the log
+
+
+def ray_argv(env: dict[str, str], folder: Path) -> list[str]:
+    """``tune-ray`` (a RayJob's entry point, on the Ray head): the spec from the job's
+    environment into a file, then ``medfl tune`` on the Ray cluster it runs in."""
+    spec = folder / "experiment.json"  # JSON is YAML: medfl reads it as a spec file
+    spec.write_text(env[RAY_EXPERIMENT_ENV])
+    return ["tune", str(spec), "--ray-address", "auto", "--out", str(folder / "search")]
+
+
 def main(argv: Sequence[str], poll_s: float = POLL_S) -> int:
+    if list(argv[:1]) == ["tune-ray"]:
+        folder = Path(RAY_SEARCH_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = ray_argv(dict(os.environ), folder)
     out = _out_folder(argv)
     progress = Progress(out)
     process = subprocess.Popen([sys.executable, "-m", "medfl", *argv])

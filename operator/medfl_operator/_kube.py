@@ -28,6 +28,10 @@ _KINDS = {
 }
 
 
+# custom resources the operator makes: kind -> (group, version, plural)
+_CUSTOM = {"RayJob": ("ray.io", "v1", "rayjobs")}
+
+
 def _raw(response: Any) -> Manifest:
     data: Manifest = json.loads(response.data)
     return data
@@ -41,6 +45,14 @@ class Kube:
         self.api = api
 
     def _call(self, kind: str, verb: str, *args: Any, **kwargs: Any) -> Any:
+        if kind in _CUSTOM:  # (name,) namespace[, body]: the custom objects' order
+            api, (group, version, plural) = client.CustomObjectsApi(self.api), _CUSTOM[kind]
+            method = getattr(api, f"{'get' if verb == 'read' else verb}_namespaced_custom_object")
+            if verb == "create":
+                namespace, body = args
+                return method(group, version, namespace, plural, body, _preload_content=False)
+            name, namespace = args
+            return method(group, version, namespace, plural, name, _preload_content=False)
         cls, tail = _KINDS[kind]
         method = getattr(cls(self.api), f"{verb}_{tail}")
         return method(*args, _preload_content=False, **kwargs)

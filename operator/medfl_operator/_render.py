@@ -13,6 +13,7 @@ the same node (pod affinity), which a ReadWriteOnce claim needs.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from medfl.k8s._names import Owner
 from medfl.spec import Experiment, Site, Toleration
 from medfl.spec._models import GPU_RESOURCE
 from medfl_operator._checks import LEDGER_DIR
+from medfl_operator._job import RAY_EXPERIMENT_ENV
 
 Manifest = dict[str, Any]
 
@@ -56,6 +58,12 @@ class Target:
     def searches(self) -> bool:
         """A hyperparameter search (spec.tuning) rather than one run."""
         return self.experiment.tuning is not None
+
+    @property
+    def on_ray(self) -> bool:
+        """A search run as a KubeRay RayJob, not over the experiment's own sites."""
+        tuning = self.experiment.tuning
+        return tuning is not None and tuning.run_on == "ray"
 
     @property
     def image(self) -> str:
@@ -462,8 +470,34 @@ def site_key_secret(target: Target, site: str, files: dict[str, bytes]) -> Manif
     return secret
 
 
+def ray_job(target: Target) -> Manifest:
+    """A search with tuning.runOn: ray: a KubeRay RayJob on the chart's RayCluster.
+    KubeRay's submitter (a Job of the same name) streams the search's output to its log,
+    which the status and ``medfl run --backend kubernetes`` read as for a Flower search.
+    The spec travels in the job's environment (the entry point runs on the Ray head,
+    where no ConfigMap of this namespace is mounted)."""
+    ray = target.config.ray
+    assert ray is not None  # checked with the spec (medfl_operator._checks)
+    env = {RAY_EXPERIMENT_ENV: json.dumps(target.experiment.to_wire()), **_RAY_ENV}
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": _meta(target, target.owner.submit_job, "search"),
+        "spec": {
+            "entrypoint": "python -m medfl_operator._job tune-ray",
+            "runtimeEnvYAML": yaml.safe_dump({"env_vars": env}, sort_keys=True),
+            "clusterSelector": {"ray.io/cluster": ray.cluster_name},
+        },
+    }
+
+
+_RAY_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+
+
 def workloads(target: Target) -> list[Manifest]:
     """Every child the operator keeps in line with the spec (the Job and the Secrets
-    are made once, at their time)."""
+    are made once, at their time). A search on Ray needs none: its RayJob is made once."""
+    if target.on_ray:
+        return []
     sites = [site_deployment(target, site) for site in _sites(target)]
     return [spec_config_map(target), server_service(target), server_deployment(target), *sites]

@@ -49,6 +49,7 @@ class Observed:
     job: Manifest | None = None
     job_pods: list[Manifest] = field(default_factory=list)
     progress: dict[str, Any] | None = None  # the Job's newest progress line (its log)
+    on_ray: bool = False  # a search as a KubeRay RayJob: no server, no site pods
 
 
 def previous_status(raw: Manifest | None) -> ExperimentStatus:
@@ -138,6 +139,25 @@ def _job_condition(job: Manifest, kind: str) -> Manifest | None:
         if cond.get("type") == kind and cond.get("status") == "True":
             return dict(cond)
     return None
+
+
+def job_of_ray(ray_job: Manifest | None) -> Manifest | None:
+    """A KubeRay RayJob's outcome in a Job's terms (conditions Complete / Failed, start
+    and completion times), so the status reads either the same way."""
+    if ray_job is None:
+        return None
+    said = ray_job.get("status") or {}
+    job, deployment = said.get("jobStatus"), said.get("jobDeploymentStatus")
+    status: Manifest = {"startTime": said.get("startTime")}
+    end = said.get("endTime")
+    if job == "SUCCEEDED" and deployment == "Complete":
+        status["completionTime"] = end
+        status["conditions"] = [{"type": "Complete", "status": "True"}]
+    elif job in ("FAILED", "STOPPED") or deployment == "Failed":
+        message = said.get("message") or f"the Ray job ended {job or deployment}"
+        cond = {"type": "Failed", "status": "True", "message": message}
+        status["conditions"] = [dict(cond, lastTransitionTime=end)]
+    return {"metadata": ray_job.get("metadata") or {}, "status": status}
 
 
 def job_state(job: Manifest | None) -> JobState:
@@ -285,14 +305,18 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
     sites = _sites(ctx, observed, over=phase in FINISHED)
     job = observed.job
     reason = failure_reason(job, observed.job_pods) if job and state == "failed" else ""
+    if observed.on_ray:
+        sites = {}
+        federation = _not_used(ctx)
+    else:
+        federation = [_server_condition(ctx, observed), _sites_condition(ctx, sites)]
     conditions = [
         ctx.condition("Valid", True, "Validated", "the spec is valid"),
-        _server_condition(ctx, observed),
-        _sites_condition(ctx, sites),
+        *federation,
         *_run_conditions(ctx, state, reason),
     ]
     total = ctx.experiment.training.rounds
-    results = ctx.config.results
+    results = None if observed.on_ray else ctx.config.results
     # the summary at the end, the Job's progress lines while it runs
     summary = run_summary(observed.job_pods) or observed.progress or {}
     return ExperimentStatus(
@@ -310,6 +334,14 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
         metrics=summary.get("metrics") or ctx.previous.metrics,
         privacy_spent=_privacy(observed.progress) or ctx.previous.privacy_spent,
     )
+
+
+def _not_used(ctx: Context) -> list[Condition]:
+    said = "a search on Ray (tuning.runOn: ray) starts no Flower server or site pods"
+    return [
+        ctx.condition("ServerReady", False, "NotUsed", said),
+        ctx.condition("SitesReady", False, "NotUsed", said),
+    ]
 
 
 def _privacy(progress: dict[str, Any] | None) -> dict[str, PrivacySpent]:

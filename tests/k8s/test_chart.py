@@ -50,6 +50,7 @@ OPERATOR_RULES = {  # (apiGroup, resource) -> verbs, in every watch mode
     ("batch", "jobs"): ["get", "list", "watch", "create", "delete"],
     ("", "pods"): ["get", "list", "watch"],
     ("", "pods/log"): ["get"],
+    ("ray.io", "rayjobs"): ["get", "list", "watch", "create", "delete"],
     ("", "events"): ["create"],
 }
 
@@ -210,6 +211,12 @@ def test_site_policies_reach_the_operator(tmp_path: Path) -> None:
         "hungary-ledger",
     )
     assert operator_config(render(tmp_path)).site_policies == {}
+
+
+def test_a_ray_cluster_for_searches_reaches_the_operator(tmp_path: Path) -> None:
+    config = operator_config(render(tmp_path, {"ray": {"clusterName": "gpu-ray"}}))
+    assert config.ray is not None and config.ray.cluster_name == "gpu-ray"
+    assert operator_config(render(tmp_path)).ray is None
 
 
 def test_default_config_names_this_versions_runtime_image(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ _PATHS = {
     "Secret": f"/api/v1/namespaces/{NS}/secrets",
     "Service": f"/api/v1/namespaces/{NS}/services",
     "ConfigMap": f"/api/v1/namespaces/{NS}/configmaps",
+    "RayJob": f"/apis/ray.io/v1/namespaces/{NS}/rayjobs",
 }
 USER_AGENT = "medfl-tests"  # tells the test's own requests from the operator's
 

@@ -45,6 +45,7 @@ CONFIG = {
 RUNNING_CONFIG = {
     "results": {"claimName": "medfl-results"},
     "sitePolicies": {"policy-site": {"configMap": "policy-site-policy"}},
+    "ray": {"clusterName": "gpu-ray"},
 }
 
 

@@ -44,6 +44,9 @@ RESOURCES = {
     "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False, verbs=VERBS
     ),
+    "ray.io/v1/rayjobs": kmock.ResourceInfo(  # KubeRay's, for searches on Ray
+        kind="RayJob", namespaced=True, verbs=VERBS, subresources={"status"}
+    ),
     f"{GROUP}/{VERSION}/{PLURAL}": kmock.ResourceInfo(
         kind=KIND, singular=KIND.lower(), namespaced=True, verbs=VERBS, subresources={"status"}
     ),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from medfl_operator._checks import check_site_policies
+from medfl_operator._checks import check_ray, check_site_policies
 from medfl_operator._reconcile import parse
 
 from medfl.errors import PolicyError, SpecError
-from medfl.k8s._config import SitePolicySource
+from medfl.k8s._config import OperatorConfig, SitePolicySource
 from tests.operator.conftest import example_cr
 
 
@@ -99,3 +99,15 @@ def test_a_usable_policy_and_policies_of_sites_not_in_the_experiment_pass() -> N
 
 def _config_map(maps: dict[str, dict[str, str]], name: str) -> dict[str, Any] | None:
     return {"metadata": {"name": name}, "data": maps[name]} if name in maps else None
+
+
+def test_a_search_on_ray_without_the_charts_ray_cluster_is_refused() -> None:
+    space = {"training.learningRate": {"type": "float", "low": 0.01, "high": 0.5}}
+    body = _body()
+    body["spec"]["tuning"] = {"space": space, "runOn": "ray"}
+    experiment = parse(body)
+    with pytest.raises(SpecError) as caught:
+        check_ray(experiment, OperatorConfig(), "FE x")
+    assert caught.value.problems[0][0] == "spec.tuning.runOn"
+    assert "ray needs the chart's ray.clusterName" in caught.value.problems[0][1]
+    check_ray(experiment, OperatorConfig(ray={"clusterName": "gpu-ray"}), "FE x")  # fine

@@ -11,6 +11,7 @@ from medfl_operator._job import (
     Progress,
     _out_folder,
     print_result,
+    ray_argv,
     summary,
     write_summary,
 )
@@ -96,3 +97,15 @@ def test_result_json_goes_through_the_log_in_short_lines_and_comes_back_whole(
     torn = "\n".join(line for line in log.splitlines() if not line.startswith("medfl-result 1/"))
     assert read_result(torn) is None
     assert read_result("INFO nothing here\n") is None
+
+
+def test_a_rayjobs_entry_point_tunes_the_spec_from_its_environment(tmp_path: Path) -> None:
+    spec = {"name": "x", "sites": [], "schema": {}}
+    argv = ray_argv({"MEDFL_EXPERIMENT": json.dumps(spec)}, tmp_path)
+
+    assert argv == [
+        "tune", str(tmp_path / "experiment.json"),
+        "--ray-address", "auto", "--out", str(tmp_path / "search"),
+    ]  # fmt: skip
+    assert json.loads((tmp_path / "experiment.json").read_text()) == spec
+    assert _out_folder(argv) == tmp_path / "search" / "best"  # the summary: the best run's

@@ -225,6 +225,45 @@ def test_a_sites_policy_missing_from_the_namespace_holds_the_experiment_until_it
     assert args[args.index("--policy") + 1] == "/etc/medfl/policy/policy.yaml"
 
 
+def test_a_search_on_ray_is_a_rayjob_followed_through_its_submitters_log(
+    cluster: Cluster,
+) -> None:
+    space = {"training.learningRate": {"type": "float", "low": 0.01, "high": 0.5}}
+    cluster.experiment("study-ray", tuning={"space": space, "trials": 4, "runOn": "ray"})
+    ray_job = wait_for(lambda: cluster.http.get("RayJob", "study-ray-submit"), message="RayJob")
+    assert ray_job["metadata"]["ownerReferences"][0]["name"] == "study-ray"
+    assert ray_job["spec"]["clusterSelector"] == {"ray.io/cluster": "gpu-ray"}
+    assert cluster.children("study-ray") == []  # no Flower server, no sites, no Secrets
+
+    # KubeRay's part: the submitter Job's pod streams the search's output
+    submitter = {"apiVersion": "v1", "kind": "Pod", "status": {"phase": "Running"}}
+    submitter["metadata"] = {
+        "name": "study-ray-submit-x1",
+        "namespace": "default",
+        "labels": {"job-name": "study-ray-submit"},
+    }
+    cluster.http.create("Pod", submitter)
+    lines = ["medfl tune: 4 trials"]
+    cluster.kubelet.logs["study-ray-submit-x1"] = lambda: "\n".join(lines) + "\n"
+    running = {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}
+    running["startTime"] = "2026-12-04T09:00:00Z"
+    cluster.http.patch("RayJob", "study-ray-submit", {"status": running}, status=True)
+    assert cluster.wait_condition("study-ray", "Training", "True")["reason"] == "Running"
+    assert cluster.condition("study-ray", "SitesReady")["reason"] == "NotUsed"  # type: ignore[index]
+
+    said = {"rounds": 15, "metrics": {"auc": 0.83}, "privacySpent": {}}
+    lines.append("medfl-progress " + json.dumps(said))  # the best run's, at the end
+    done = dict(running, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+    done["endTime"] = "2026-12-04T09:10:00Z"
+    cluster.http.patch("RayJob", "study-ray-submit", {"status": done}, status=True)
+    cluster.wait_condition("study-ray", "Succeeded", "True")
+    status = cluster.status("study-ray")
+    assert (status["phase"], status["round"], status["metrics"]) == (
+        "Succeeded", "15/15", {"auc": 0.83},
+    )  # fmt: skip
+    assert "results" not in status  # the search's folder stays on the Ray head
+
+
 def _handled(cluster: Cluster, name: str) -> dict[str, Any] | None:
     meta = (cluster.http.get("FederatedExperiment", name) or {}).get("metadata", {})
     return meta if "medfl.io/last-handled-spec" in (meta.get("annotations") or {}) else None

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 from medfl_operator import Owner, Target
-from medfl_operator._status import Context, Observed, derive, invalid, previous_status, to_patch
+from medfl_operator._status import (
+    Context,
+    Observed,
+    derive,
+    invalid,
+    job_of_ray,
+    previous_status,
+    to_patch,
+)
 
 from medfl.k8s import ExperimentStatus, crd_manifest
 from tests.k8s.schemas import problems
@@ -288,3 +296,36 @@ def test_while_the_job_runs_its_progress_gives_rounds_metrics_and_privacy(target
     assert status.privacy_spent["hungary"].epsilon == 0.8
     garbled = dict(progress, privacySpent={"hungary": {"epsilon": -1}})
     assert status_of(target, all_ready(target, job=job(), progress=garbled)).privacy_spent == {}
+
+
+def _ray(job_status: str, deployment: str, message: str = "") -> dict[str, Any]:
+    status = {"jobStatus": job_status, "jobDeploymentStatus": deployment}
+    status |= {"startTime": "2026-12-04T08:01:00Z", "endTime": "2026-12-04T08:40:00Z"}
+    if message:
+        status["message"] = message
+    return {"metadata": {"name": "heart-disease-submit"}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("ray_job", "phase", "reason"),
+    [
+        (_ray("RUNNING", "Running"), "Running", ""),
+        (_ray("SUCCEEDED", "Complete"), "Succeeded", ""),
+        (_ray("FAILED", "Complete", "Job entrypoint command failed"), "Failed",
+         "Job entrypoint command failed"),
+        (_ray("STOPPED", "Complete"), "Failed", "the Ray job ended STOPPED"),
+    ],
+    ids=["running", "succeeded", "failed", "stopped"],
+)  # fmt: skip
+def test_a_search_on_ray_reads_its_rayjob_and_has_no_server_or_sites(
+    target: Target, ray_job: dict[str, Any], phase: str, reason: str
+) -> None:
+    observed = Observed(job=job_of_ray(ray_job), on_ray=True, progress={"rounds": 15})
+    status = status_of(target, observed)
+
+    assert status.phase == phase
+    said = {c.type: c for c in status.conditions}
+    assert (said["ServerReady"].reason, said["SitesReady"].reason) == ("NotUsed", "NotUsed")
+    assert said["Failed"].message == reason
+    assert (status.sites, status.results) == ({}, None)  # the folder stays on the Ray head
+    assert status.current_round == 15

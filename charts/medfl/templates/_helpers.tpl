@@ -66,6 +66,10 @@ results:
 {{- with .Values.watchNamespace }}
 watchNamespace: {{ . }}
 {{- end }}
+{{- with .Values.ray.clusterName }}
+ray:
+  clusterName: {{ . }}
+{{- end }}
 {{- with .Values.sitePolicies }}
 sitePolicies: {{- toYaml . | nindent 2 }}
 {{- end }}
