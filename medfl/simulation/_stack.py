@@ -160,7 +160,7 @@ def train_stack(
             )
             objective = per_site + 0.5 * mu * prox * active
         grads = torch.autograd.grad(objective.sum(), params)
-        value = per_site.detach()
+        value = objective.detach()  # the proximal term included, as train_local reports
         finite &= torch.isfinite(value) | ~active
         optimizer.step(grads, active & finite)
         total += torch.where(active, value.double(), 0.0)
