@@ -158,6 +158,7 @@ class SimulationReport(_Out):
     partition: PartitionReport | None = None
     rounds: list[VirtualRound] = Field(default_factory=list)
     memory: dict[str, int] = Field(default_factory=dict)  # bytes: pool, partition, stack, peak
+    privacy: dict[str, Any] | None = None  # DP-SGD at every virtual site: plans and ε spread
     files: dict[str, str] = Field(default_factory=dict)  # what -> file in the run folder
 
 

@@ -47,13 +47,15 @@ def run_batched(
     began = time.perf_counter()
     transport = InProcessTransport(experiment, policies=options.policies)
     fed = Federation(experiment, transport)
-    lines = ["round,site,examples,steps,trainLoss,status"]
+    rounds: BatchedRounds | None = None
+    lines = ["round,site,examples,steps,trainLoss,status,epsilon"]
     try:
         setup = fed.setup()
         _record_setup(result, setup, experiment)
         pool = build_pool(experiment, {n: transport.workers[n] for n in setup.active}, where)
         sim = _report(experiment, pool, where)
         result.simulation = sim
+        _private_setup(result, experiment, options)
         if sim.virtual:
             result.notes.append(VIRTUAL_NOTE)
             (store.path / PARTITION_FILE).write_text(partition_csv(pool))
@@ -66,6 +68,7 @@ def run_batched(
             scoring = time.perf_counter()
             record = _score(r, params, transport, setup, pool, figures, sim.virtual)
             record.seconds = virtual.seconds + time.perf_counter() - scoring  # as the fast engine
+            _spend(result, record, figures, pool)
             result.rounds.append(record)
             sim.rounds.append(virtual)
             lines += _csv_lines(r, figures, pool)
@@ -87,10 +90,44 @@ def run_batched(
         result.timings["totalSeconds"] = time.perf_counter() - began
         if result.simulation is not None:
             _memory(result.simulation, where.type == "cuda", torch)
+            if rounds is not None and rounds.privacy is not None:
+                result.simulation.privacy = rounds.privacy.summary()
             if result.simulation.virtual:
                 (store.path / SITES_FILE).write_text("\n".join(lines) + "\n")
         store.save_result(result)
     return result
+
+
+def _private_setup(result: RunResult, experiment: Experiment, options: DriveOptions) -> None:
+    if not experiment.privacy.local:
+        return
+    if options.policies:
+        raise UsageError(
+            "--site-policy: the batched engine does not enforce the sites' privacy budgets; "
+            "run a privacy.mode 'local' experiment with site policies on the fast engine"
+        )
+    if experiment.simulation and experiment.simulation.virtual_sites and result.privacy:
+        result.privacy.sites = {}  # the source sites do not train; every virtual site does
+        result.notes.append(
+            "privacy: DP-SGD at every virtual site, each with its own plan and accountant "
+            f"(ε after each round in {SITES_FILE}, the spread in simulation.privacy); the "
+            "plans assume a site takes part in every round (no amplification by sampling "
+            "sites is counted)"
+        )
+
+
+def _spend(result: RunResult, record: RoundRecord, figures: SiteFigures, pool: Pool) -> None:
+    """The experiment's own sites under DP-SGD: their ε and steps in result.privacy."""
+    if result.privacy is None or not result.privacy.sites:
+        return
+    for k, i in enumerate(figures.sites.tolist()):
+        name = pool.partition.site_name(i)
+        report, site = result.privacy.sites.get(name), record.sites.get(name)
+        if report is None or site is None or np.isnan(figures.epsilon[k]):
+            continue
+        site.epsilon = report.epsilon = float(figures.epsilon[k])
+        report.steps += int(figures.steps[k])
+        report.rounds_contributed += 1
 
 
 def _report(experiment: Experiment, pool: Pool, device: object) -> SimulationReport:
@@ -154,14 +191,16 @@ def _score(
 def _csv_lines(r: int, figures: SiteFigures, pool: Pool) -> list[str]:
     names = pool.partition.site_name
     status = np.where(figures.ok, "ok", "rejected")
+    epsilon = ["" if np.isnan(e) else f"{e:.6g}" for e in figures.epsilon.tolist()]
     return [
-        f"{r},{names(i)},{n},{s},{loss:.6g},{st}"
-        for i, n, s, loss, st in zip(
+        f"{r},{names(i)},{n},{s},{loss:.6g},{st},{eps}"
+        for i, n, s, loss, st, eps in zip(
             figures.sites.tolist(),
             figures.examples.tolist(),
             figures.steps.tolist(),
             figures.loss.tolist(),
             status.tolist(),
+            epsilon,
             strict=True,
         )
     ]

@@ -7,6 +7,7 @@ Only the sampled sites get weights, gradients and optimiser state, and at most
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -18,7 +19,13 @@ from medfl._seeds import derive_seed
 from medfl.errors import TrainingError
 from medfl.results._model import VirtualRound
 from medfl.simulation._pool import Pool
-from medfl.simulation._stack import Batches, train_stack
+from medfl.simulation._private import (
+    VirtualPrivacy,
+    poisson_batches,
+    private_stack,
+    train_private_stack,
+)
+from medfl.simulation._stack import Batches, StackUpdate, train_stack
 from medfl.spec import Experiment
 from medfl.training import Params, ServerOptimizer
 from medfl.training._local import _batches, local_steps
@@ -35,6 +42,7 @@ class SiteFigures:
     steps: np.ndarray
     loss: np.ndarray  # float64
     ok: np.ndarray  # bool: accepted into the average
+    epsilon: np.ndarray  # with DP-SGD: each site's ε after the round; NaN without
 
 
 def sample(experiment: Experiment, sites: int, server_round: int) -> np.ndarray:
@@ -82,6 +90,8 @@ class BatchedRounds:
         self.experiment = experiment
         self.pool = pool
         self.optimizer = ServerOptimizer(experiment.strategy)
+        local_dp = experiment.privacy.local
+        self.privacy = VirtualPrivacy(experiment, pool.partition.sizes) if local_dp else None
 
     def round(self, server_round: int, params: Params) -> tuple[Params, VirtualRound, SiteFigures]:
         began = time.perf_counter()
@@ -90,10 +100,11 @@ class BatchedRounds:
         start = [torch.from_numpy(np.asarray(p)).to(device) for p in params]
         total = [torch.zeros(p.shape, dtype=torch.float64, device=device) for p in start]
         figures, stack_bytes = [], 0
+        generator = self._noise(server_round)
         for at in range(0, len(chosen), CHUNK):
             part = chosen[at : at + CHUNK]
-            batches, sizes = batches_of(self.experiment, self.pool, part, server_round)
-            update = train_stack(self.experiment, start, self.pool.x, self.pool.y, batches)
+            update, steps = self._train(server_round, part, start, generator)
+            sizes = self.pool.partition.sizes[part]
             stack_bytes = max(stack_bytes, update.state_bytes)
             weight = torch.from_numpy(sizes.astype(np.float64)).to(device) * update.finite
             for acc, p in zip(total, update.params, strict=True):
@@ -103,9 +114,10 @@ class BatchedRounds:
                 SiteFigures(
                     part,
                     sizes,
-                    batches.steps.cpu().numpy(),
+                    steps,
                     update.loss.cpu().numpy(),
                     update.finite.cpu().numpy(),
+                    self._spend(part, steps),
                 )
             )
         sites = _joined(figures)
@@ -123,6 +135,49 @@ class BatchedRounds:
             stack_bytes=stack_bytes,
         )
         return new, record, sites
+
+    def _noise(self, server_round: int) -> torch.Generator | None:
+        """DP-SGD's generator for the round's noise and Poisson draws: from the seed, or
+        (privacy.reproducibleNoise off) fresh OS randomness."""
+        if self.privacy is None:
+            return None
+        privacy, seed = self.experiment.privacy, self.experiment.training.seed
+        drawn = derive_seed(seed, "dp", server_round)
+        generator = torch.Generator(device=self.pool.x.device)
+        return generator.manual_seed(drawn if privacy.reproducible_noise else secrets.randbits(63))
+
+    def _train(
+        self,
+        server_round: int,
+        part: np.ndarray,
+        start: list[torch.Tensor],
+        generator: torch.Generator | None,
+    ) -> tuple[StackUpdate, np.ndarray]:
+        pool, experiment = self.pool, self.experiment
+        if self.privacy is None or generator is None:
+            batches, _ = batches_of(experiment, pool, part, server_round)
+            update = train_stack(experiment, start, pool.x, pool.y, batches)
+            return update, batches.steps.cpu().numpy()
+        plans = [self.privacy.plan(int(n)) for n in pool.partition.sizes[part]]
+        steps = np.array([p.steps_per_round for p in plans], dtype=np.int64)
+        if experiment.privacy.poisson_sampling:
+            cut = pool.partition
+            rows = [torch.from_numpy(cut.site_rows(int(i)).astype(np.int64)) for i in part]
+            rates = np.array([p.sample_rate for p in plans])
+            batches = poisson_batches(rows, steps, rates, generator, pool.x.device)
+        else:
+            batches, _ = batches_of(experiment, pool, part, server_round)
+        stack = private_stack(plans, pool.x.device)
+        update = train_private_stack(experiment, start, pool.x, pool.y, batches, stack, generator)
+        return update, steps
+
+    def _spend(self, part: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Each site's steps counted (every planned step is taken: Opacus counts an empty
+        Poisson batch too), and its ε after them."""
+        if self.privacy is None:
+            return np.full(len(part), np.nan)
+        self.privacy.steps[part] += steps
+        return self.privacy.epsilon(part)
 
     def _average(
         self, server_round: int, total: list[torch.Tensor], sites: SiteFigures, current: Params

@@ -38,6 +38,8 @@ def check_supported(experiment: Experiment) -> None:
         problems.append(("personalization", "per-site models are not kept by the batched engine"))
     if experiment.privacy.central:
         problems.append(("privacy.mode", "'central' is not supported by the batched engine"))
+    if experiment.privacy.local and experiment.privacy.repair_model:
+        problems.append(("privacy.repairModel", "the batched engine stacks no BatchNorm"))
     if problems:
         raise SpecError(problems)
 
