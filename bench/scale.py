@@ -9,8 +9,10 @@ Workloads (examples/heart-disease/scale.yaml: logistic regression, SGD lr 0.1, b
       scoring of the global model is timed apart):
         (a) medfl's batched engine: run(engine=BatchedEngine()), its own per-round seconds;
         (b) a sequential torch loop: per site nn.Linear + torch.optim.SGD over the
-            same batches (the fast engine's per-site path, without its bookkeeping);
-        (c) numpy: the logistic-regression gradient written out, site by site.
+            same sites, batch size and steps (each site's batches from train_local's
+            own generator: the fast engine's per-site path, without its bookkeeping);
+        (c) numpy: the logistic-regression gradient written out, site by site;
+        and the batched engine with DP-SGD at every site (noise multiplier 1.1).
       Ratios (a)/(b) and (a)/(c) in this run. Flower's engine is not run here (about
       80 s a round at 1000 sites on these machines: bench/speed.py measures it at 4).
   (2) 100 000 virtual sites (shards of 32), 1 % sampled per round, 5 rounds: seconds
@@ -62,12 +64,15 @@ def scaled(
     fraction: float = 1.0,
     device: str = "cpu",
     seed: int | None = None,
+    private: bool = False,
 ) -> Experiment:
     doc = load_experiment(EXAMPLE).to_wire()
     doc["training"]["rounds"] = rounds
     if seed is not None:
         doc["training"]["seed"] = seed
     doc["evaluation"]["baselines"] = []
+    if private:
+        doc["privacy"] = {"mode": "local", "noiseMultiplier": 1.1, "delta": 1e-5}
     doc["simulation"] = {
         "virtualSites": {"count": count, "partitioner": partitioner},
         "sampleFraction": fraction,
@@ -111,7 +116,8 @@ def engine_run(experiment: Experiment) -> dict[str, Any]:
 
 
 def site_batches(experiment: Experiment) -> tuple[Any, list[list[list[torch.Tensor]]]]:
-    """The pool and, per round, per site, the batches the batched engine draws."""
+    """The pool and, per round, per site, train_local's batches (as many, as large, as
+    the batched engine's; drawn by its per-site generator)."""
     transport = InProcessTransport(experiment)
     Federation(experiment, transport).setup()  # reads, splits and preprocesses the sites
     pool = build_pool(experiment, transport.workers, torch.device("cpu"))
@@ -192,6 +198,8 @@ def scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     shards = {"type": "shards", "shardSize": 32}
     if name == "engine-1000":
         return engine_run(scaled(args.sites, shards, device=args.device))
+    if name == "engine-dp-1000":
+        return engine_run(scaled(args.sites, shards, device=args.device, private=True))
     if name == "torch-1000":
         return {"roundSeconds": torch_loop(scaled(args.sites, shards))}
     if name == "numpy-1000":
@@ -250,6 +258,11 @@ def part_one(args: argparse.Namespace) -> bool:
         f"batched engine: with validation scoring {engine['roundWithValidation']:.3f} s/round; "
         f"rounds {', '.join(f'{s:.3f}' for s in engine['roundSecondsAll'])}; end to end "
         f"{engine['endToEnd']:.2f} s; test accuracy {engine['accuracy']:.3f}"
+    )
+    dp = in_process("engine-dp-1000", args)
+    print(
+        f"batched engine with DP-SGD at every site (noise 1.1, Poisson batches): "
+        f"{dp['roundSeconds']:.3f} s/round ({dp['roundSeconds'] / sec:.1f}× without DP)"
     )
     m = engine["memory"]
     print(

@@ -25,6 +25,7 @@ from medfl.simulation._private import (
     private_stack,
     train_private_stack,
 )
+from medfl.simulation._shuffle import shuffled_batches
 from medfl.simulation._stack import Batches, StackUpdate, train_stack
 from medfl.spec import Experiment
 from medfl.training import Params, ServerOptimizer
@@ -58,10 +59,19 @@ def sample(experiment: Experiment, sites: int, server_round: int) -> np.ndarray:
 def batches_of(
     experiment: Experiment, pool: Pool, chosen: np.ndarray, server_round: int
 ) -> tuple[Batches, np.ndarray]:
-    """train_local's batches for each chosen site (the same seeds, so the same rows),
-    as pool row numbers padded into one ``[sites, steps, batch]`` tensor."""
-    cfg, seed = experiment.training, experiment.training.seed
+    """Each chosen site's batches as pool row numbers in one ``[sites, steps, batch]``
+    tensor: drawn for all virtual sites at once, or (the experiment's own sites)
+    train_local's very batches, from the same seeds."""
+    cfg, seed, device = experiment.training, experiment.training.seed, pool.x.device
     cut = pool.partition
+    if pool.report is not None:
+        drawn, real, counts = shuffled_batches(cut, chosen, cfg, seed, server_round)
+        batches = Batches(
+            torch.from_numpy(drawn).to(device),
+            torch.from_numpy(real).to(device, torch.float32),
+            torch.from_numpy(counts).to(device),
+        )
+        return batches, cut.sizes[chosen]
     flat: list[torch.Tensor] = []
     steps = np.zeros(len(chosen), dtype=np.int64)
     for k, i in enumerate(chosen.tolist()):

@@ -27,7 +27,7 @@ class DirichletPartition(SpecModel):
     alpha: float = Field(default=0.5, gt=0, le=1e6)
     min_size: int = Field(
         default=1,
-        ge=0,
+        ge=1,
         description="rows every site gets at least; sites left below it after the draw are "
         "filled from the largest sites (said in the result)",
     )
@@ -38,7 +38,7 @@ class QuantityPartition(SpecModel):
 
     type: Literal["quantity"] = "quantity"
     alpha: float = Field(default=1.0, gt=0, le=1e6)
-    min_size: int = Field(default=1, ge=0, description="rows every site gets at least")
+    min_size: int = Field(default=1, ge=1, description="rows every site gets at least")
 
 
 class ColumnPartition(SpecModel):
