@@ -271,3 +271,9 @@ def test_bad_simulation_sections_name_the_field(simulation, message) -> None:
     with pytest.raises(SpecError) as err:
         parse_experiment(doc)
     assert message in str(err.value)
+
+
+def test_device_flag_needs_the_batched_engine(capsys) -> None:
+    code = main(["run", str(EXAMPLES / "experiment.yaml"), "--device", "cpu", "--quiet"])
+    assert code == 2
+    assert "--device applies to --engine batched only" in capsys.readouterr().err
