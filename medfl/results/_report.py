@@ -86,7 +86,23 @@ def _central(privacy: PrivacyReport) -> list[str]:
         f"rounds: {c.get('plannedEpsilon', 0):.3f}); updates clipped per round: "
         f"{', '.join(map(str, c.get('clippedByRound', []))) or '-'}.",
     ]
-    return lines + _scope(privacy.scope)
+    return lines + _adaptive(c) + _scope(privacy.scope)
+
+
+def _adaptive(c: dict[str, Any]) -> list[str]:
+    adaptive = c.get("adaptive")
+    if not adaptive:
+        return []
+    norms = ", ".join(f"{n:.3g}" for n in c.get("clippingNormByRound", [])) or "-"
+    return [
+        "",
+        f"Adaptive clipping: the norm started at {c.get('clippingNorm', 0):g} and moved "
+        f"toward the {adaptive['targetQuantile']:g} quantile of the sites' update norms "
+        f"(step {adaptive['learningRate']:g}, from a count noised with multiplier "
+        f"{adaptive['countNoiseMultiplier']:.4g}; the update's own noise multiplier "
+        f"{adaptive['updateNoiseMultiplier']:.4g}, so both cost what "
+        f"{c.get('noiseMultiplier', 0):.4g} alone would). Norm per round: {norms}.",
+    ]
 
 
 def _scope(scope: dict[str, Any]) -> list[str]:

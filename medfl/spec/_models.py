@@ -615,6 +615,28 @@ class Privacy(SpecModel):
         description="mode central: each site's change to the global model is clipped to "
         "this L2 norm (over every tensor it sends) before the noisy mean",
     )
+    clipping: Literal["fixed", "adaptive"] = Field(
+        default="fixed",
+        description="mode central: fixed: clippingNorm every round; adaptive: clippingNorm "
+        "is where the norm starts, and each round it moves toward the targetQuantile of the "
+        "sites' update norms, from a noisy count (Andrew et al., 2021)",
+    )
+    target_quantile: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="adaptive clipping: the share of updates left unclipped",
+    )
+    clipping_learning_rate: float = Field(
+        default=0.2, gt=0, le=10, description="adaptive clipping: the geometric update's step"
+    )
+    count_noise_multiplier: float | None = Field(
+        default=None,
+        gt=0,
+        description="adaptive clipping: the noise on the count of unclipped updates, over its "
+        "sensitivity (one site); above noiseMultiplier, default twice it. The update's own "
+        "noise grows so that both together cost what noiseMultiplier alone would",
+    )
     accountant: Accountant = Field(
         default="rdp",
         description="rdp | prv | gdp (Opacus's own default is prv, whose figures differ)",
@@ -650,6 +672,8 @@ class Privacy(SpecModel):
         ]
         if self.clipping_norm is not None:
             given.append("clippingNorm")
+        if self.clipping == "adaptive":
+            given.append("clipping")
         if self.mode == "none":
             if given or self.repair_model:
                 raise ValueError(
@@ -671,6 +695,14 @@ class Privacy(SpecModel):
             )
         if mode == "central" and self.repair_model:
             raise ValueError("repairModel: only mode 'local' (DP-SGD) needs the model repaired")
+        if mode != "central" and self.clipping == "adaptive":
+            raise ValueError("clipping: adaptive clips whole updates: only with mode 'central'")
+        count, noise = self.count_noise_multiplier, self.noise_multiplier
+        if count is not None and noise is not None and count <= noise:
+            raise ValueError(
+                f"countNoiseMultiplier ({count:g}) must exceed noiseMultiplier ({noise:g}): "
+                "together they cost what noiseMultiplier alone would"
+            )
         return self
 
     @property

@@ -92,6 +92,15 @@ class Tuning(SpecModel):
     resources: TrialResources = Field(default_factory=TrialResources)
     seed: int = Field(default=0, description="Optuna's sampler seed")
 
+    def report_rounds(self, rounds: int) -> set[int]:
+        """The rounds whose score is reported: ASHA's rungs (it decides only there) and
+        the last. Each report costs Ray Tune's bookkeeping; the others would buy nothing."""
+        out, rung = {rounds}, self.grace_period
+        while self.scheduler == "asha" and rung < rounds:
+            out.add(rung)
+            rung *= self.reduction_factor
+        return out
+
     @property
     def direction(self) -> Literal["max", "min"]:
         if self.mode is not None:

@@ -89,6 +89,18 @@ class Kube:
         items = _raw(self._call(kind, "list", namespace, label_selector=selector))["items"]
         return [o for o in items if labels.items() <= (o["metadata"].get("labels") or {}).items()]
 
+    def pod_log(self, namespace: str, name: str, tail_lines: int) -> str:
+        """The last lines of a pod's log; empty when there is none (yet, or any more)."""
+        try:
+            response: Any = client.CoreV1Api(self.api).read_namespaced_pod_log(
+                name, namespace, tail_lines=tail_lines, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status in (400, 404):  # a container not started yet answers 400
+                return ""
+            raise
+        return str(response.data.decode(errors="replace"))
+
     def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
         """A JSON merge patch of the experiment's status subresource."""
         client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(

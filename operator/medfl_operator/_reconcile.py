@@ -13,11 +13,12 @@ import kopf
 from medfl.errors import SpecError
 from medfl.k8s import ExperimentStatus
 from medfl.k8s._config import OperatorConfig
+from medfl.k8s._joblog import last_progress
+from medfl.k8s._names import Owner
 from medfl.spec import Experiment, parse_experiment
-from medfl_operator._checks import check_for_kubernetes
+from medfl_operator._checks import check_for_kubernetes, check_site_policies
 from medfl_operator._kube import Kube, Manifest
 from medfl_operator._material import server_files, site_files
-from medfl_operator._names import Owner
 from medfl_operator._render import (
     Target,
     server_tls_secret,
@@ -33,6 +34,7 @@ from medfl_operator._status import (
     available,
     derive,
     invalid,
+    job_state,
     previous_status,
     run_over,
     to_patch,
@@ -71,7 +73,15 @@ class Reconciler:
 
     def target(self, body: Mapping[str, Any]) -> Target:
         over = run_over(self._previous(body))
-        return Target(parse(body), self.config, owner_of(body), run_over=over)
+        owner = owner_of(body)
+        experiment = parse(body)
+        check_site_policies(
+            experiment,
+            self.config.site_policies,
+            lambda name: self.kube.read("ConfigMap", owner.namespace, name),
+            f"FederatedExperiment {owner.name}",
+        )
+        return Target(experiment, self.config, owner, run_over=over)
 
     def apply(self, body: Mapping[str, Any]) -> None:
         """Validate, then create or update every child but the Job. An invalid spec
@@ -117,19 +127,36 @@ class Reconciler:
 
     def observe(self, target: Target) -> Observed:
         """Three reads whatever the number of sites: the experiment's Deployments, its
-        pods, its Job."""
+        pods, its Job (and, while the run goes on, the tail of the Job's log)."""
         owner, ns = target.owner, target.owner.namespace
         mine = {"medfl.io/experiment": owner.label}
         deployments = {d["metadata"]["name"]: d for d in self.kube.list("Deployment", ns, mine)}
         pods = self.kube.list("Pod", ns, mine)
         names = [s.name for s in target.experiment.sites]
+        job, job_pods = (
+            self._job(target),
+            [p for p in pods if _label(p, "job-name") == owner.submit_job],
+        )
         return Observed(
             server=deployments.get(owner.server),
+            server_pods=[p for p in pods if _label(p, "app.kubernetes.io/component") == "server"],
             sites={s: deployments.get(owner.site(s)) for s in names},
             site_pods={s: [p for p in pods if _label(p, "medfl.io/site") == s] for s in names},
-            job=self._job(target),
-            job_pods=[p for p in pods if _label(p, "job-name") == owner.submit_job],
+            job=job,
+            job_pods=job_pods,
+            progress=self._progress(ns, job, job_pods),
         )
+
+    def _progress(
+        self, namespace: str, job: Manifest | None, pods: list[Manifest]
+    ) -> dict[str, Any] | None:
+        """The running submission's newest progress line: a fourth read, only while the
+        run goes on (its summary says the rest once it ends)."""
+        if job_state(job) != "running" or not pods:
+            return None
+        newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        log = self.kube.pod_log(namespace, newest["metadata"]["name"], PROGRESS_TAIL)
+        return last_progress(log)
 
     def _job(self, target: Target) -> Manifest | None:
         return self.kube.read("Job", target.owner.namespace, target.owner.submit_job)
@@ -158,6 +185,9 @@ class Reconciler:
             return
         meta = body["metadata"]
         self.kube.patch_status(meta["namespace"], meta["name"], to_patch(status, raw))
+
+
+PROGRESS_TAIL = 200  # lines of the Job's log read for its newest progress line
 
 
 def _label(obj: Manifest, key: str) -> str | None:

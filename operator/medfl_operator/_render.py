@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 
 from medfl.k8s._config import OperatorConfig
+from medfl.k8s._names import Owner
 from medfl.spec import Experiment, Site, Toleration
 from medfl.spec._models import GPU_RESOURCE
-from medfl_operator._names import Owner
+from medfl_operator._checks import LEDGER_DIR
 
 Manifest = dict[str, Any]
 
@@ -33,6 +34,7 @@ SPEC_FILE = "experiment.yaml"
 RESULTS_DIR = "/results"
 LOG_DIR = "/var/log/medfl"
 STATE_DIR = "/var/lib/medfl"
+POLICY_DIR = "/etc/medfl/policy"  # a site's own policy (the chart's sitePolicies), read-only
 USER = 10001  # the runtime image's user (as the chart's operator pod)
 SECRET_MODE = 0o440  # owner and fsGroup read; private keys are not world-readable
 SERVER_KEYS = ("ca.pem", "server.pem", "server.key")
@@ -249,7 +251,33 @@ def _sites(target: Target) -> list[Site]:
 def site_args(target: Target, site: Site) -> list[str]:
     server = f"{target.owner.server_address}:{PORT}"
     args = ["medfl", "site", "--name", site.name, "--server", server, "--tls-dir", TLS_DIR]
+    policy = target.config.site_policies.get(site.name)
+    if policy is not None:
+        args += ["--policy", f"{POLICY_DIR}/{policy.key}"]
     return [*args, "--port", str(SITE_PORT), "--log-dir", LOG_DIR]
+
+
+def _policy_volumes(target: Target, site: Site) -> list[tuple[Manifest, Manifest]]:
+    """The site's own policy file (read-only) and its ledger's claim (writable)."""
+    policy = target.config.site_policies.get(site.name)
+    if policy is None:
+        return []
+    items = [{"key": policy.key, "path": policy.key}]
+    out = [
+        (
+            {"name": "policy", "configMap": {"name": policy.config_map, "items": items}},
+            {"name": "policy", "mountPath": POLICY_DIR, "readOnly": True},
+        )
+    ]
+    if policy.ledger_claim is not None:
+        claim = {"claimName": policy.ledger_claim}
+        out.append(
+            (
+                {"name": "ledger", "persistentVolumeClaim": claim},
+                {"name": "ledger", "mountPath": LEDGER_DIR},
+            )
+        )
+    return out
 
 
 # Ready means connected, as Flower's SuperNode logs it: its last connection line is a
@@ -336,9 +364,9 @@ def site_deployment(target: Target, site: Site) -> Manifest:
     volumes = [_tls_volume(sources), _empty("logs")]
     mounts: list[Manifest] = [_TLS_MOUNT, {"name": "logs", "mountPath": LOG_DIR}]
     data = _data_volume(site)
-    if data is not None:
-        volumes.append(data[0])
-        mounts.append(data[1])
+    for volume, mount in ([data] if data else []) + _policy_volumes(target, site):
+        volumes.append(volume)
+        mounts.append(mount)
     container = _container(target, "supernode", site_args(target, site), mounts)
     container["readinessProbe"] = _connected_probe(site)
     resources = _resources(site)

@@ -31,7 +31,7 @@ from medfl_operator._render import (
 from medfl.cli import _parser
 from medfl.cli._deploy import cmd_server, cmd_site, cmd_submit
 from medfl.deploy import ServerCommand, ServerTls
-from medfl.k8s._config import OperatorConfig
+from medfl.k8s._config import OperatorConfig, SitePolicySource
 from medfl.spec import parse_experiment
 from tests.helpers import deep_merge
 from tests.operator.conftest import UID, example_cr, experiment_of, owner_body
@@ -410,3 +410,45 @@ def test_a_site_is_ready_only_while_its_supernode_is_connected(
         path.write_text(log)
     done = subprocess.run([sys.executable, *command[1:-1], str(path)], check=False, timeout=30)
     assert (done.returncode == 0) == ready
+
+
+def _with_policies(target: Target, **sources: dict[str, Any]) -> Target:
+    config = target.config.model_copy(
+        update={
+            "site_policies": {s: SitePolicySource.model_validate(v) for s, v in sources.items()}
+        }
+    )
+    return Target(target.experiment, config, target.owner)
+
+
+def test_a_site_with_its_own_policy_reads_it_read_only_and_keeps_its_ledger_on_a_claim(
+    target: Target,
+) -> None:
+    target = _with_policies(
+        target,
+        hungary={
+            "configMap": "hungary-policy",
+            "key": "site.yaml",
+            "ledgerClaim": "hungary-ledger",
+        },
+    )
+    hungary = site_deployment(target, target.experiment.sites[1])
+    args = _container(hungary)["args"]
+    assert args[args.index("--policy") + 1] == "/etc/medfl/policy/site.yaml"
+    assert _parser().parse_args(args[1:]).policy == Path("/etc/medfl/policy/site.yaml")
+    assert _volumes(hungary)["policy"] == {
+        "name": "policy",
+        "configMap": {
+            "name": "hungary-policy",
+            "items": [{"key": "site.yaml", "path": "site.yaml"}],
+        },
+    }
+    assert _mounts(hungary)["policy"] == {
+        "name": "policy", "mountPath": "/etc/medfl/policy", "readOnly": True,
+    }  # fmt: skip
+    assert _volumes(hungary)["ledger"]["persistentVolumeClaim"] == {"claimName": "hungary-ledger"}
+    assert _mounts(hungary)["ledger"] == {"name": "ledger", "mountPath": "/var/lib/medfl/ledger"}
+    kubernetes_validate.validate(hungary, K8S_VERSION, strict=True)
+    others = site_deployment(target, target.experiment.sites[3])
+    assert "--policy" not in _container(others)["args"]
+    assert "policy" not in _volumes(others) and "ledger" not in _volumes(others)

@@ -266,3 +266,25 @@ def test_every_status_field_the_operator_writes_is_declared_in_the_crd(
     for wire in _written(target, owner):
         assert problems(wire, STATUS_SCHEMA) == [], wire
     assert problems({"phase": "Running", "kopf": {}}, STATUS_SCHEMA) != []  # the check bites
+
+
+def test_a_server_pod_that_cannot_be_scheduled_says_why(target: Target) -> None:
+    """e.g. the results claim is not in the experiment's namespace (claims are namespaced)."""
+    unscheduled = pod(unscheduled=True)
+    observed = all_ready(target, server=deployment(False), server_pods=[unscheduled])
+    server = next(c for c in status_of(target, observed).conditions if c.type == "ServerReady")
+    assert server.status == "False"
+    assert server.message.startswith("the SuperLink pod: not scheduled: ")
+
+
+def test_while_the_job_runs_its_progress_gives_rounds_metrics_and_privacy(target: Target) -> None:
+    progress = {
+        "rounds": 4,
+        "metrics": {"auc": 0.7},
+        "privacySpent": {"hungary": {"epsilon": 0.8, "delta": 1e-5}},
+    }
+    status = status_of(target, all_ready(target, job=job(), progress=progress))
+    assert (status.phase, status.round, status.metrics) == ("Running", "4/15", {"auc": 0.7})
+    assert status.privacy_spent["hungary"].epsilon == 0.8
+    garbled = dict(progress, privacySpent={"hungary": {"epsilon": -1}})
+    assert status_of(target, all_ready(target, job=job(), progress=garbled)).privacy_spent == {}

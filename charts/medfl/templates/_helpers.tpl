@@ -66,4 +66,7 @@ results:
 {{- with .Values.watchNamespace }}
 watchNamespace: {{ . }}
 {{- end }}
+{{- with .Values.sitePolicies }}
+sitePolicies: {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
