@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from medfl.spec._base import SpecModel
+from medfl.spec._simulation import SITE_COLUMN, ColumnPartition, Simulation
 from medfl.spec._tuning import Tuning
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -754,6 +755,11 @@ class Experiment(SpecModel):
         description="Kubernetes only: the pods' image (ignored by the simulation and local "
         "runners)",
     )
+    simulation: Simulation | None = Field(
+        default=None,
+        description="virtual sites for the batched engine (medfl run --engine batched); "
+        "the other engines refuse a spec with virtual sites",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:
@@ -769,7 +775,9 @@ class Experiment(SpecModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"site name(s) used twice: {', '.join(dupes)}")
-        if self.strategy.min_sites is not None and self.strategy.min_sites > len(self.sites):
+        if self._virtual:
+            self._check_virtual_sites()
+        elif self.strategy.min_sites is not None and self.strategy.min_sites > len(self.sites):
             raise ValueError(
                 f"strategy.minSites is {self.strategy.min_sites} but only "
                 f"{len(self.sites)} site(s) are listed"
@@ -777,6 +785,26 @@ class Experiment(SpecModel):
         self._check_noise_bounds()
         self._check_private_model()
         return self
+
+    @property
+    def _virtual(self) -> bool:
+        return self.simulation is not None and self.simulation.virtual_sites is not None
+
+    def _check_virtual_sites(self) -> None:
+        assert self.simulation is not None and self.simulation.virtual_sites is not None
+        part = self.simulation.virtual_sites.partitioner
+        if not isinstance(part, ColumnPartition):
+            return
+        if SITE_COLUMN in self.data_schema.categorical:
+            raise ValueError(
+                "simulation.virtualSites.partitioner.column: 'site' is both the source site "
+                "and a schema column; rename the column"
+            )
+        if part.column not in [SITE_COLUMN, *self.data_schema.categorical]:
+            raise ValueError(
+                f"simulation.virtualSites.partitioner.column: {part.column!r} is neither "
+                f"'site' nor a categorical column of the schema {self.data_schema.categorical}"
+            )
 
     def _check_noise_bounds(self) -> None:
         noise, numeric = self.statistics.noise, self.data_schema.numeric

@@ -29,12 +29,21 @@ def _path_problem(site: Site) -> str | None:
 
 
 def check_for_kubernetes(experiment: Experiment, source: str) -> None:
-    """Raise a SpecError naming every site whose data its pod could not find."""
+    """Raise a SpecError naming every site whose data its pod could not find, and
+    virtual sites (a simulation: there are no pods to run them)."""
     problems = [
         (f"spec.sites[{i}].data.path", problem)
         for i, site in enumerate(experiment.sites)
         if (problem := _path_problem(site)) is not None
     ]
+    if experiment.simulation is not None and experiment.simulation.virtual_sites is not None:
+        problems.append(
+            (
+                "spec.simulation.virtualSites",
+                "virtual sites are simulated by the batched engine (medfl run --engine "
+                "batched), not deployed as pods",
+            )
+        )
     if problems:
         raise SpecError(problems, source)
 

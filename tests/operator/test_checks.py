@@ -51,6 +51,18 @@ def test_a_path_the_pod_cannot_read_is_an_invalid_spec(site: dict[str, Any], mes
     assert caught.value.problems == [("spec.sites[1].data.path", message)]
 
 
+def test_virtual_sites_are_refused_on_kubernetes() -> None:
+    cr = _body()
+    cr["spec"]["simulation"] = {
+        "virtualSites": {"count": 100, "partitioner": {"type": "shards", "shardSize": 8}}
+    }
+    with pytest.raises(SpecError) as err:
+        parse(cr)
+    assert "spec.simulation.virtualSites: virtual sites are simulated by the batched engine" in str(
+        err.value
+    )
+
+
 POLICY_WITH_LEDGER = "privacy:\n  maxEpsilon: 10\n  ledger: /var/lib/medfl/ledger/spent.json\n"
 
 
