@@ -16,7 +16,8 @@ def check_args(args: argparse.Namespace) -> None:
         flag
         for flag, value in (
             ("--resume", args.resume),
-            ("--engine", args.engine != "fast"),
+            ("--engine", args.engine is not None),
+            ("--device", args.device is not None),
             ("--insecure", args.insecure),
             ("--tls-dir", args.tls_dir),
             ("--site-policy", args.site_policy),
