@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,13 @@ def heart_spec(numeric: list[str], categorical: list[str], **extra: Any) -> dict
         },
         **extra,
     }
+
+
+def interrupt_after(round_: int) -> Callable[[Any], None]:
+    """A progress hook that stops the run after ``round_`` as Ctrl-C would."""
+
+    def progress(record: Any) -> None:
+        if record.round == round_:
+            raise KeyboardInterrupt
+
+    return progress

@@ -51,9 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", nargs="?", type=Path, help="experiment YAML (spec or manifest)")
     run.add_argument(
         "--engine",
-        choices=["fast", "flower"],
-        default="fast",
-        help="fast: in-process (default); flower: Flower's simulation engine (Ray)",
+        choices=["fast", "flower", "batched"],
+        default=None,
+        help="fast: in-process (the default); flower: Flower's simulation engine (Ray); "
+        "batched: each round's sites as one stacked computation (the default for a spec "
+        "with simulation.virtualSites)",
+    )
+    run.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default=None,
+        help="with --engine batched: where to train (default: the spec's simulation.device)",
     )
     add_backend(run, kubernetes=True)
     add_site_policy(run)

@@ -107,19 +107,37 @@ def _progress_bar(console: Console) -> Progress:
 
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from medfl.cli._deploy import server_tls, warn_insecure
-    from medfl.runners import FastEngine, FlowerEngine, LocalBackend
+    from medfl.runners import BatchedEngine, FastEngine, FlowerEngine, LocalBackend
 
+    if args.device is not None and args.engine not in (None, "batched"):
+        raise UsageError("--device applies to --engine batched only")
     if args.backend != "local":
         if args.insecure or args.tls_dir:
             raise UsageError("--insecure and --tls-dir apply to --backend local only")
+        if args.engine == "batched":
+            return BatchedEngine(device=args.device)
         return FlowerEngine() if args.engine == "flower" else FastEngine()
-    if args.engine != "fast":
+    if args.engine not in (None, "fast"):
         raise UsageError("--engine chooses a simulation engine: not with --backend local")
     if args.insecure and args.tls_dir:
         raise UsageError("--insecure and --tls-dir exclude each other")
     warn_insecure(args)
     tls = server_tls(args.tls_dir) if args.tls_dir else None
     return LocalBackend(insecure=args.insecure, tls=tls, round_timeout_s=args.round_timeout)
+
+
+def _default_engine(experiment, device: str | None):  # type: ignore[no-untyped-def]
+    """The spec's engine (batched for virtual sites); --device only where it is batched."""
+    from medfl.runners import BatchedEngine, default_engine
+
+    engine = default_engine(experiment)
+    if device is None:
+        return engine
+    if not isinstance(engine, BatchedEngine):
+        raise UsageError(
+            "--device applies to --engine batched only (this spec has no virtual sites)"
+        )
+    return dataclasses.replace(engine, device=device)  # type: ignore[arg-type]  # argparse choices
 
 
 def round_progress(bar: Progress, task: TaskID) -> Callable[[RoundRecord], None]:
@@ -145,6 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=args.quiet)
     engine = _engine(args)  # the options before any file is read
     experiment = _experiment_for(args)
+    if args.engine is None and args.backend != "local":
+        engine = _default_engine(experiment, args.device)
     engine = dataclasses.replace(engine, site_policies=site_policies(args, experiment))
     if args.backend == "local":
         security = "no TLS" if args.insecure else "TLS on, sites authenticated"

@@ -16,7 +16,8 @@ def check_args(args: argparse.Namespace) -> None:
         flag
         for flag, value in (
             ("--resume", args.resume),
-            ("--out", args.out),
+            ("--engine", args.engine is not None),
+            ("--device", args.device is not None),
             ("--insecure", args.insecure),
             ("--tls-dir", args.tls_dir),
             ("--site-policy", args.site_policy),
@@ -44,7 +45,14 @@ def _say(console: Console):  # type: ignore[no-untyped-def]
 
 
 def run_on_kubernetes(args: argparse.Namespace, experiment: Experiment) -> int:
-    from medfl.runners._kubernetes import KubernetesBackend, copy_command, outcome, submit
+    from medfl.results import new_run_dir
+    from medfl.runners._kubernetes import (
+        KubernetesBackend,
+        copy_command,
+        copy_result,
+        outcome,
+        submit,
+    )
 
     console = Console(stderr=True, quiet=args.quiet)
     cluster = submit(experiment, KubernetesBackend(namespace=args.namespace))
@@ -53,12 +61,22 @@ def run_on_kubernetes(args: argparse.Namespace, experiment: Experiment) -> int:
         "following its status (Ctrl-C stops following, not the experiment)"
     )
     status = cluster.follow(2.0 if args.poll is None else args.poll, _say(console))
+    out = args.out or new_run_dir(experiment.name)
+    copied = copy_result(cluster, experiment, out)
+    if copied is not None:
+        console.print(f"result.json copied from the submission's log to {copied}", soft_wrap=True)
+        if args.json:
+            print(copied.read_text())
+    else:
+        console.print("the submission's log holds no result.json (the run did not start?)")
     outcome(status)
     command = copy_command(cluster, status)
     where = status.get("results") or {}
     if command:
         console.print(
-            f"results: claim {where['claimName']}, folder {where['path']}; fetch them with:"
+            f"the whole run folder (the model too): claim {where['claimName']}, folder "
+            f"{where['path']}; fetch it with:",
+            soft_wrap=True,
         )
         print(command)
     else:

@@ -6,6 +6,8 @@ from medfl.deploy._exits import describe_exit
 from medfl.deploy._files import (
     DEPLOYMENT_DIR,
     LOST_SITES_FILE,
+    allow_rounds_after,
+    allowed_after,
     lost_sites,
     request_stop,
     stop_requested,
@@ -39,6 +41,8 @@ __all__ = [
     "SiteCommand",
     "SiteKey",
     "Supervisor",
+    "allow_rounds_after",
+    "allowed_after",
     "app_dir",
     "check_server_tls",
     "describe_exit",

@@ -10,6 +10,7 @@ plots and the report, exactly as the simulation does.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from medfl.deploy import lost_sites, stop_requested
+from medfl.deploy import allowed_after, lost_sites, stop_requested
 from medfl.errors import TrainingError
 from medfl.fl._client_app import RUN_CONFIG_KEY, make_client_app
 from medfl.fl._quick import quick_object_pulls
@@ -26,10 +27,12 @@ from medfl.fl._transport import GridTransport, Timeouts
 from medfl.results import RoundRecord, RunStore, write_outputs
 from medfl.results._store import SPEC_FILE
 from medfl.spec import Experiment, parse_experiment
+from medfl.spec._tuning import Tuning
 
 # Each pull is an HTTP call to the SuperLink: on a small machine 100 a second take
 # the CPU the sites need to train.
 _GRID_POLL_SECONDS = 0.05
+_WORD_POLL_S = 0.05  # a trial's run, waiting on the search's word after a rung
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,11 @@ def _main(grid: Grid, context: Context) -> None:
             no_baselines_because="they train on every site's data in one process, "
             "which only a simulation has",
             validation_only=trial,
-            progress=_stop_when_asked(run.out) if trial else None,
+            progress=_stop_when_asked(
+                run.out, run.experiment.tuning, run.experiment.training.rounds
+            )
+            if trial
+            else None,
         ),
         run.timeouts,
         lost=lambda: lost_sites(run.out),
@@ -103,16 +110,35 @@ def _main(grid: Grid, context: Context) -> None:
     session.outcome()  # a failed run ends failed in Flower too (result.json says why)
 
 
-def _stop_when_asked(out: Path) -> Callable[[RoundRecord], None]:
+def _stop_when_asked(
+    out: Path, tuning: Tuning | None, rounds: int
+) -> Callable[[RoundRecord], None]:
     """A search's trial ends after a round once the search asked it to (ASHA stopped
-    it): between rounds no site is left waiting on a message of this run."""
+    it): between rounds no site is left waiting on a message of this run. After a round
+    ASHA decides on (a rung), the run waits for the search's word — stopped, or go on —
+    so a stopped trial does not train rounds the search has already given up on."""
+    rungs = (tuning.report_rounds(rounds) - {rounds}) if tuning is not None else set()
+    patience = tuning.trial_timeout_seconds if tuning is not None else 0.0
 
     def check(record: RoundRecord) -> None:
+        if record.round in rungs:
+            _await_word(out, record.round, patience)
         reason = stop_requested(out)
         if reason is not None:
             raise TrainingError(f"stopped after round {record.round}: {reason}")
 
     return check
+
+
+def _await_word(out: Path, round_: int, patience: float) -> None:
+    deadline = time.monotonic() + patience
+    while stop_requested(out) is None and allowed_after(out) < round_:
+        if time.monotonic() > deadline:
+            raise TrainingError(
+                f"stopped after round {round_}: the search did not read its score within "
+                f"tuning.trialTimeoutSeconds ({patience:g} s)"
+            )
+        time.sleep(_WORD_POLL_S)
 
 
 def _run_job(grid: Grid, run: DeployedRun, store: RunStore) -> None:

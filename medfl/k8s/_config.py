@@ -33,11 +33,39 @@ class ResultsVolume(SpecModel):
     claim_name: str = Field(pattern=DNS_LABEL, max_length=253)
 
 
+class SitePolicySource(SpecModel):
+    """Where a site's own policy lives on the cluster: set by whoever installs the chart
+    (the hospitals' side), never by an experiment. The site's pod reads it read-only."""
+
+    config_map: str = Field(
+        pattern=DNS_LABEL, max_length=253, description="in the experiment's namespace"
+    )
+    key: str = Field(default="policy.yaml", min_length=1, description="the file in it")
+    ledger_claim: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=253,
+        description="a PersistentVolumeClaim for the policy's privacy ledger, mounted "
+        "writable at /var/lib/medfl/ledger (the ledger must be a file there)",
+    )
+
+
+class RayTarget(SpecModel):
+    """A KubeRay RayCluster the operator submits simulation searches to (tuning.runOn:
+    ray), as RayJobs in the experiment's namespace."""
+
+    cluster_name: str = Field(pattern=DNS_LABEL, max_length=63)
+
+
 class OperatorConfig(SpecModel):
     runtime: RuntimeDefaults = Field(default_factory=RuntimeDefaults)
     gpu_pool: GpuPool = Field(default_factory=GpuPool)
     results: ResultsVolume | None = None
     watch_namespace: str | None = Field(default=None, description="none: every namespace")
+    ray: RayTarget | None = Field(default=None, description="none: no search runs on Ray")
+    site_policies: dict[str, SitePolicySource] = Field(
+        default_factory=dict, description="by site name; a site not named uses default limits"
+    )
 
     @classmethod
     def from_yaml(cls, text: str) -> OperatorConfig:

@@ -1,5 +1,5 @@
-"""Central (client-level) differential privacy at the server: DP-FedAvg with fixed
-clipping (McMahan et al., 2018).
+"""Central (client-level) differential privacy at the server: DP-FedAvg (McMahan et
+al., 2018) with fixed or adaptive clipping (Andrew et al., 2021).
 
 Each round every site's change to the global model is clipped to ``clippingNorm`` (L2,
 over every tensor it sends), the clipped changes are summed and divided by the number
@@ -7,7 +7,13 @@ of sites the federation started with (a fixed denominator, so one site's whole
 contribution moves the mean by at most clippingNorm / n), and Gaussian noise of
 standard deviation noiseMultiplier * clippingNorm / n is added to every value. Every
 site takes part in every round, so the accountant sees sample rate 1, one step per
-round. What it protects: any one site's whole data, in every global model released.
+round. Adaptive clipping: each round the server also counts the updates no longer than
+the norm, adds Gaussian noise to that count (multiplier countNoiseMultiplier over the
+count's sensitivity, one site) and moves the norm geometrically toward the
+targetQuantile of the update norms; the update's noise multiplier is raised to
+(z^-2 - z_count^-2)^-1/2, so the two releases together cost exactly what one Gaussian
+mechanism of multiplier z costs, and the accountant is unchanged.
+What it protects: any one site's whole data, in every global model released.
 What it does not: the server sees each site's update before the noise (no secure
 aggregation).
 """
@@ -20,10 +26,14 @@ from typing import Any
 import numpy as np
 
 from medfl._seeds import derive_seed
+from medfl.errors import SpecError
 from medfl.privacy._accountant import calibrate, epsilon_of
 from medfl.spec._models import Accountant, Privacy
 
-MECHANISM = "Gaussian, client-level, fixed clipping (DP-FedAvg)"
+MECHANISMS = {
+    "fixed": "Gaussian, client-level, fixed clipping (DP-FedAvg)",
+    "adaptive": "Gaussian, client-level, adaptive clipping (DP-FedAvg, Andrew et al. 2021)",
+}
 Params = list[np.ndarray]
 
 CENTRAL_SCOPE: dict[str, list[str] | str] = {
@@ -50,17 +60,36 @@ CENTRAL_SCOPE: dict[str, list[str] | str] = {
 
 
 @dataclass(frozen=True)
+class Adaptive:
+    """Adaptive clipping's settings (privacy.clipping: adaptive)."""
+
+    target_quantile: float
+    learning_rate: float
+    count_noise: float  # the count's noise multiplier (its sensitivity is one site)
+
+
+@dataclass(frozen=True)
 class CentralPlan:
-    noise_multiplier: float
-    clipping_norm: float
+    noise_multiplier: float  # what the accountant sees, for each round's releases together
+    clipping_norm: float  # fixed: every round's; adaptive: round 1's
     delta: float
     accountant: Accountant
     rounds: int
     calibrated: bool  # chosen for targetEpsilon, or given
+    adaptive: Adaptive | None = None
 
     @property
     def planned_epsilon(self) -> float:
         return epsilon_of(self.accountant, [(self.noise_multiplier, 1.0, self.rounds)], self.delta)
+
+    @property
+    def update_noise(self) -> float:
+        """The update's own noise multiplier: z itself, or with adaptive clipping the
+        larger one that leaves z for the update and the count together."""
+        if self.adaptive is None:
+            return self.noise_multiplier
+        z, count = self.noise_multiplier, self.adaptive.count_noise
+        return float((z**-2 - count**-2) ** -0.5)
 
 
 def central_plan(privacy: Privacy, rounds: int) -> CentralPlan:
@@ -69,9 +98,19 @@ def central_plan(privacy: Privacy, rounds: int) -> CentralPlan:
     if noise is None:
         assert privacy.target_epsilon is not None
         noise = calibrate(privacy.target_epsilon, privacy.delta, 1.0, rounds, privacy.accountant)
+    adaptive = None
+    if privacy.clipping == "adaptive":
+        count = privacy.count_noise_multiplier or 2.0 * noise
+        if count <= noise:
+            raise SpecError(
+                [("privacy.countNoiseMultiplier",
+                  f"{count:g} must exceed the noise multiplier {noise:.4g} chosen for "
+                  f"targetEpsilon {privacy.target_epsilon:g}")]
+            )  # fmt: skip
+        adaptive = Adaptive(privacy.target_quantile, privacy.clipping_learning_rate, count)
     return CentralPlan(
         noise, privacy.clipping_norm, privacy.delta, privacy.accountant, rounds,
-        calibrated=privacy.noise_multiplier is None,
+        calibrated=privacy.noise_multiplier is None, adaptive=adaptive,
     )  # fmt: skip
 
 
@@ -85,21 +124,29 @@ def clipped(change: Params, norm: float) -> tuple[Params, bool]:
 
 @dataclass
 class CentralNoise:
-    """The server's mechanism and its accountant for one experiment."""
+    """The server's mechanism and its accountant for one experiment. ``norms`` and
+    ``clipped_by_round``: each finished round's clipping norm and clipped updates (from
+    result.json on a resumed run, so adaptive clipping goes on where it was)."""
 
     plan: CentralPlan
     sites: int  # the denominator: the sites the federation started with
     seed: int | None  # None: fresh randomness (privacy.reproducibleNoise off)
     rounds_done: int = 0
     clipped_by_round: list[int] = field(default_factory=list)
+    norms: list[float] = field(default_factory=list)
+    norm: float = 0.0  # the next round's
+
+    def __post_init__(self) -> None:
+        self.norm = self.norm or self.plan.clipping_norm
 
     def aggregate(self, current: Params, updates: list[Params], server_round: int) -> Params:
         """The noisy mean of the sites' clipped changes, added to ``current``."""
         changes = [[u.astype(np.float64) - c for u, c in zip(update, current, strict=True)]
                    for update in updates]  # fmt: skip
-        kept = [clipped(change, self.plan.clipping_norm) for change in changes]
+        kept = [clipped(change, self.norm) for change in changes]
         self.clipped_by_round.append(sum(was for _, was in kept))
-        std = self.plan.noise_multiplier * self.plan.clipping_norm / self.sites
+        self.norms.append(self.norm)
+        std = self.plan.update_noise * self.norm / self.sites
         rng = np.random.default_rng(
             None if self.seed is None else derive_seed(self.seed, "central-noise", server_round)
         )
@@ -108,8 +155,20 @@ class CentralNoise:
             total = sum(change[i] for change, _ in kept)
             noisy = total / self.sites + rng.normal(0.0, std, c.shape)
             out.append((c.astype(np.float64) + noisy).astype(c.dtype))
+        if self.plan.adaptive is not None:
+            self.norm = self._next_norm(len(kept) - self.clipped_by_round[-1], rng)
         self.rounds_done += 1
         return out
+
+    def _next_norm(self, unclipped: int, rng: np.random.Generator) -> float:
+        """The geometric update toward the target quantile, from the noisy share of
+        updates that fit (a fixed denominator, as for the mean)."""
+        adaptive = self.plan.adaptive
+        assert adaptive is not None
+        share = (unclipped + rng.normal(0.0, adaptive.count_noise)) / self.sites
+        return float(
+            self.norm * np.exp(-adaptive.learning_rate * (share - adaptive.target_quantile))
+        )
 
     @property
     def epsilon(self) -> float:
@@ -117,8 +176,8 @@ class CentralNoise:
         return epsilon_of(self.plan.accountant, history, self.plan.delta)
 
     def report(self) -> dict[str, Any]:
-        return {
-            "mechanism": MECHANISM,
+        out = {
+            "mechanism": MECHANISMS["fixed" if self.plan.adaptive is None else "adaptive"],
             "noiseMultiplier": self.plan.noise_multiplier,
             "noiseCalibrated": self.plan.calibrated,
             "clippingNorm": self.plan.clipping_norm,
@@ -129,4 +188,26 @@ class CentralNoise:
             "epsilon": self.epsilon,
             "plannedEpsilon": self.plan.planned_epsilon,
             "clippedByRound": list(self.clipped_by_round),
+            "clippingNormByRound": list(self.norms),
         }
+        if self.plan.adaptive is not None:
+            out["adaptive"] = {
+                "targetQuantile": self.plan.adaptive.target_quantile,
+                "learningRate": self.plan.adaptive.learning_rate,
+                "countNoiseMultiplier": self.plan.adaptive.count_noise,
+                "updateNoiseMultiplier": self.plan.update_noise,
+                "nextClippingNorm": self.norm,
+            }
+        return out
+
+
+def resumed(noise: CentralNoise, before: dict[str, Any] | None) -> CentralNoise:
+    """``noise`` carrying on from the report a resumed run's result.json holds."""
+    if not before:
+        return noise
+    noise.clipped_by_round = [int(n) for n in before.get("clippedByRound", [])]
+    noise.norms = [float(n) for n in before.get("clippingNormByRound", [])]
+    adaptive = before.get("adaptive") or {}
+    if noise.plan.adaptive is not None and adaptive.get("nextClippingNorm"):
+        noise.norm = float(adaptive["nextClippingNorm"])
+    return noise

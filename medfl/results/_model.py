@@ -121,6 +121,47 @@ class PrivacyReport(_Out):
     scope: dict[str, Any] = Field(default_factory=dict)
 
 
+class PartitionReport(_Out):
+    """How the pooled training rows became virtual sites (partition.csv: every site)."""
+
+    type: str
+    settings: dict[str, Any] = Field(default_factory=dict)  # the partitioner's spec fields
+    seed: int
+    pool_rows: int  # the source sites' training rows
+    sites: int
+    rows: int  # over every site (shards draw with replacement: may exceed poolRows)
+    size: dict[str, float]  # min / median / max rows per site
+    positive_share: dict[str, float]  # min / median / max share of positives per site
+    single_class_sites: int  # sites whose rows are all one class
+    notes: list[str] = Field(default_factory=list)  # what a fallback did
+
+
+class VirtualRound(_Out):
+    """One round of the batched engine; each sampled site's figures in virtual_sites.csv."""
+
+    round: int
+    sampled: int
+    accepted: int
+    rejected: int
+    train_loss: float | None  # example-weighted mean over the accepted sites
+    seconds: float
+    stack_bytes: int  # the largest stack's weights, gradients and optimiser state
+
+
+class SimulationReport(_Out):
+    """result.json's ``simulation``: what the batched engine simulated, and its memory."""
+
+    device: str
+    sites: int
+    sites_per_round: int
+    virtual: bool  # False: the experiment's own sites, one stack entry each
+    partition: PartitionReport | None = None
+    rounds: list[VirtualRound] = Field(default_factory=list)
+    memory: dict[str, int] = Field(default_factory=dict)  # bytes: pool, partition, stack, peak
+    privacy: dict[str, Any] | None = None  # DP-SGD at every virtual site: plans and ε spread
+    files: dict[str, str] = Field(default_factory=dict)  # what -> file in the run folder
+
+
 class RunResult(_Out):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -139,6 +180,7 @@ class RunResult(_Out):
     features: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     privacy: PrivacyReport | None = None
+    simulation: SimulationReport | None = None  # the batched engine's virtual sites
 
     def comparisons(self) -> list[tuple[str, Evaluation]]:
         """The federated model, the sites' fine-tuned ones and every baseline, labelled."""

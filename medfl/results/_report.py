@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfl.results._model import Evaluation, ModelInfo, PrivacyReport, RunResult
+from medfl.results._model import (
+    Evaluation,
+    ModelInfo,
+    PrivacyReport,
+    RunResult,
+    SimulationReport,
+)
 from medfl.spec import Experiment
 
 SHOWN = ("accuracy", "auc", "sensitivity", "specificity", "f1", "loss")
@@ -80,7 +86,23 @@ def _central(privacy: PrivacyReport) -> list[str]:
         f"rounds: {c.get('plannedEpsilon', 0):.3f}); updates clipped per round: "
         f"{', '.join(map(str, c.get('clippedByRound', []))) or '-'}.",
     ]
-    return lines + _scope(privacy.scope)
+    return lines + _adaptive(c) + _scope(privacy.scope)
+
+
+def _adaptive(c: dict[str, Any]) -> list[str]:
+    adaptive = c.get("adaptive")
+    if not adaptive:
+        return []
+    norms = ", ".join(f"{n:.3g}" for n in c.get("clippingNormByRound", [])) or "-"
+    return [
+        "",
+        f"Adaptive clipping: the norm started at {c.get('clippingNorm', 0):g} and moved "
+        f"toward the {adaptive['targetQuantile']:g} quantile of the sites' update norms "
+        f"(step {adaptive['learningRate']:g}, from a count noised with multiplier "
+        f"{adaptive['countNoiseMultiplier']:.4g}; the update's own noise multiplier "
+        f"{adaptive['updateNoiseMultiplier']:.4g}, so both cost what "
+        f"{c.get('noiseMultiplier', 0):.4g} alone would). Norm per round: {norms}.",
+    ]
 
 
 def _scope(scope: dict[str, Any]) -> list[str]:
@@ -207,6 +229,38 @@ def _model(info: ModelInfo) -> list[str]:
     return lines
 
 
+def _simulation(sim: SimulationReport) -> list[str]:
+    """The batched engine's sites, partition and memory (each site's figures in CSV)."""
+    what = "virtual sites" if sim.virtual else "the experiment's own sites"
+    lines = [
+        "",
+        "## Simulation",
+        "",
+        f"{sim.sites} {what}, {sim.sites_per_round} sampled per round, trained as stacks "
+        f"on `{sim.device}`.",
+    ]
+    part = sim.partition
+    if part is not None:
+        settings = ", ".join(f"{k} {v}" for k, v in part.settings.items()) or "no settings"
+        lines += [
+            "",
+            f"Partition `{part.type}` ({settings}; seed {part.seed}) of {part.pool_rows} pooled "
+            f"training rows: {part.rows} rows over the sites, {part.size['min']:g} / "
+            f"{part.size['median']:g} / {part.size['max']:g} rows per site (min / median / "
+            f"max), positive share {part.positive_share['min']:.2f} / "
+            f"{part.positive_share['median']:.2f} / {part.positive_share['max']:.2f}, "
+            f"{part.single_class_sites} site(s) with one class only.",
+        ]
+        lines += [f"- {note}" for note in part.notes]
+    seconds = [r.seconds for r in sim.rounds]
+    if seconds:
+        lines += ["", f"Seconds per round: median {sorted(seconds)[len(seconds) // 2]:.3f}."]
+    memory = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sim.memory.items())
+    lines += ["", f"Memory: {memory}."]
+    lines += [f"- {k}: `{v}`" for k, v in sim.files.items()]
+    return lines
+
+
 def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) -> str:
     lines = [f"# {result.name}: {result.status}", ""]
     if result.error:
@@ -260,6 +314,8 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
             lines += [f"- round {r}: `{n}` {s.status}: {s.reason}" for r, n, s in flagged]
     if result.privacy:
         lines += _privacy(result.privacy, result)
+    if result.simulation:
+        lines += _simulation(result.simulation)
     lines += _disclosure(result)
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]

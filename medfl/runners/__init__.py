@@ -1,8 +1,9 @@
 """Where an experiment runs (public). The engine is chosen by the type of a small
 config object: ``FastEngine()`` (in-process, the default), ``FlowerEngine()``
-(Flower's simulation engine on Ray) or ``LocalBackend()`` (Flower's deployment
-engine: a SuperLink and one SuperNode process per site on this machine, TLS on).
-All run the same federation code."""
+(Flower's simulation engine on Ray), ``BatchedEngine()`` (many virtual sites trained
+as stacks, CPU or CUDA) or ``LocalBackend()`` (Flower's deployment engine: a
+SuperLink and one SuperNode process per site on this machine, TLS on). All run the
+same federation code; the batched engine its own round loop over the same maths."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from medfl.errors import MedflError, UsageError
 from medfl.results import RunResult, RunStore, new_run_dir, write_outputs
@@ -20,7 +22,15 @@ from medfl.spec import Experiment
 from medfl.spec._load import resolve_paths
 from medfl.spec._policy import PolicyFiles, load_policies
 
-__all__ = ["FastEngine", "FlowerEngine", "LocalBackend", "RunOutcome", "run"]
+__all__ = [
+    "BatchedEngine",
+    "FastEngine",
+    "FlowerEngine",
+    "LocalBackend",
+    "RunOutcome",
+    "default_engine",
+    "run",
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,35 @@ class FlowerEngine:
     name: str = "flower"
 
 
-Engine = FastEngine | FlowerEngine | LocalBackend
+@dataclass(frozen=True)
+class BatchedEngine:
+    """The sampled sites of each round trained together as one stacked computation:
+    the spec's virtual sites (simulation.virtualSites) or the experiment's own sites."""
+
+    device: Literal["cpu", "cuda", "auto"] | None = None  # None: simulation.device
+    site_policies: PolicyFiles = ()  # (site, its policy file) of the source sites
+    name: str = "batched"
+
+
+Engine = FastEngine | FlowerEngine | LocalBackend | BatchedEngine
+
+
+def default_engine(experiment: Experiment) -> Engine:
+    """A spec with virtual sites means the batched engine; any other the fast one."""
+    simulation = experiment.simulation
+    virtual = simulation is not None and simulation.virtual_sites is not None
+    return BatchedEngine() if virtual else FastEngine()
+
+
+def _check_engine(experiment: Experiment, engine: Engine) -> None:
+    simulation = experiment.simulation
+    if isinstance(engine, BatchedEngine) or simulation is None:
+        return
+    if simulation.virtual_sites is not None:
+        raise UsageError(
+            f"simulation.virtualSites: only the batched engine simulates virtual sites, "
+            f"not the {engine.name!r} engine; run with --engine batched"
+        )
 
 
 @dataclass
@@ -84,6 +122,11 @@ def _check_sites_here(
 def _execute(
     experiment: Experiment, engine: Engine, store: RunStore, options: DriveOptions
 ) -> RunResult:
+    if isinstance(engine, BatchedEngine):
+        from medfl.runners._batched import run_batched
+
+        with _single_thread():
+            return run_batched(experiment, engine.device, store, options)
     if isinstance(engine, LocalBackend):
         from medfl.runners._local import run_local
 
@@ -124,13 +167,15 @@ def run(
     then still holds result.json with status ``failed``, the reason, and every
     finished round.
     """
-    engine = engine or FastEngine()
     if resume is not None:
         store = RunStore(Path(resume))
         experiment = store.experiment()
+        engine = engine or default_engine(experiment)
     elif experiment is None:
         raise ValueError("give an experiment or a run directory to resume")
     else:
+        engine = engine or default_engine(experiment)
+        _check_engine(experiment, engine)
         # Relative data paths mean the working directory now; the run directory's copy of
         # the spec (read back on resume, from anywhere) must still name the same files.
         experiment = resolve_paths(experiment, Path.cwd())

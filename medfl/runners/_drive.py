@@ -64,7 +64,8 @@ def _start(store: RunStore, setup: Setup, resume: bool, experiment: Experiment) 
             "model, as the server does not hold them"
         )
     params, optimizer, rounds = store.load_checkpoint()
-    return Checkpoint(params, optimizer, rounds)
+    central = before.privacy.central if before.privacy is not None else None
+    return Checkpoint(params, optimizer, rounds, central=central)
 
 
 def _check_same_source(before: RunResult, setup: Setup) -> None:

@@ -1,18 +1,25 @@
 """``--backend kubernetes``: the experiment becomes a ``FederatedExperiment`` in the
 current kube context; the operator (``medfl_operator``) runs it and this follows its
-status to the end. The run folder stays on the cluster's results claim (the status
-names it); ``copy_command`` says how to fetch it."""
+status to the end, then copies result.json from the submission Job's log (where
+medfl_operator._job leaves it) into a local run folder, with the report and plots made
+from it. The whole run folder (the model too) stays on the cluster's results claim;
+``copy_command`` says how to fetch it."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from medfl.errors import TrainingError, UsageError
 from medfl.k8s import GROUP, PLURAL, VERSION
+from medfl.k8s._joblog import read_result
+from medfl.k8s._names import Owner
+from medfl.results import RunResult, RunStore, write_outputs
 from medfl.spec import API_VERSION, KIND, Experiment
 
 Status = dict[str, Any]
@@ -43,7 +50,7 @@ def _api() -> Any:
         config.load_incluster_config()
     else:
         config.load_kube_config()
-    return client.CustomObjectsApi(client.ApiClient())
+    return client.ApiClient()
 
 
 def context_namespace() -> str:
@@ -57,16 +64,28 @@ def context_namespace() -> str:
 class Cluster:
     """One experiment on the cluster, followed by polling its status."""
 
-    api: Any
+    api: Any  # kubernetes.client.ApiClient
     namespace: str
     name: str
+    uid: str = ""  # once created
+
+    def _objects(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api)
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.name, self.namespace, self.uid)
 
     def create(self, experiment: Experiment) -> None:
         from kubernetes.client.exceptions import ApiException
 
         body = manifest(experiment, self.namespace)
         try:
-            self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+            made = self._objects().create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body
+            )
         except ApiException as exc:
             if exc.status == 409:
                 raise UsageError(
@@ -77,12 +96,39 @@ class Cluster:
             raise UsageError(
                 f"the cluster refused the experiment: {exc.reason} {exc.body}"
             ) from None
+        self.uid = str((made or self._read())["metadata"]["uid"])
+
+    def _read(self) -> dict[str, Any]:
+        return dict(
+            self._objects().get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, self.name
+            )
+        )
 
     def status(self) -> Status:
-        obj = self.api.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, self.name
+        return dict(self._read().get("status") or {})
+
+    def submission_log(self) -> str:
+        """The log of the submission Job's newest pod; empty when there is none."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        core = client.CoreV1Api(self.api)
+        selector = f"job-name={self.owner.submit_job}"
+        listed: Any = core.list_namespaced_pod(
+            self.namespace, label_selector=selector, _preload_content=False
         )
-        return dict(obj.get("status") or {})
+        pods = [p["metadata"] for p in json.loads(listed.data)["items"]]
+        if not pods:
+            return ""
+        newest = max(pods, key=lambda meta: str(meta.get("creationTimestamp") or ""))
+        try:
+            response: Any = core.read_namespaced_pod_log(
+                newest["name"], self.namespace, _preload_content=False
+            )
+        except ApiException:
+            return ""
+        return str(response.data.decode(errors="replace"))
 
     def follow(self, poll_s: float, changed: Callable[[Status], None]) -> Status:
         """Until the phase is Succeeded or Failed; ``changed`` sees each new status."""
@@ -125,10 +171,22 @@ def copy_command(cluster: Cluster, status: Status) -> str | None:
     if not results.get("path"):
         return None
     source = f"/results/{results['path']}"
-    # the operator's name for the server (medfl_operator._names.Owner.server)
-    base = cluster.name if cluster.name[0].isalpha() else f"fe-{cluster.name}"
-    server = f"deploy/{base}-server"
+    server = f"deploy/{cluster.owner.server}"
     return (
         f"mkdir -p runs/{cluster.name} && kubectl -n {cluster.namespace} exec {server} -- "
         f"tar cf - -C {source} . | tar xf - -C runs/{cluster.name}"
     )
+
+
+def copy_result(cluster: Cluster, experiment: Experiment, out: Path) -> Path | None:
+    """result.json from the submission's log into the run folder ``out``, with the
+    report and plots made from it; None when the log does not hold it (a run that never
+    started, a log the cluster no longer keeps)."""
+    found = read_result(cluster.submission_log())
+    if found is None:
+        return None
+    store = RunStore(out)
+    store.create(experiment)
+    store.save_result(RunResult.model_validate(found))
+    write_outputs(store, experiment)
+    return out / "result.json"

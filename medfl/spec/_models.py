@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from medfl.spec._base import SpecModel
+from medfl.spec._simulation import SITE_COLUMN, ColumnPartition, Simulation
 from medfl.spec._tuning import Tuning
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -614,6 +615,28 @@ class Privacy(SpecModel):
         description="mode central: each site's change to the global model is clipped to "
         "this L2 norm (over every tensor it sends) before the noisy mean",
     )
+    clipping: Literal["fixed", "adaptive"] = Field(
+        default="fixed",
+        description="mode central: fixed: clippingNorm every round; adaptive: clippingNorm "
+        "is where the norm starts, and each round it moves toward the targetQuantile of the "
+        "sites' update norms, from a noisy count (Andrew et al., 2021)",
+    )
+    target_quantile: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="adaptive clipping: the share of updates left unclipped",
+    )
+    clipping_learning_rate: float = Field(
+        default=0.2, gt=0, le=10, description="adaptive clipping: the geometric update's step"
+    )
+    count_noise_multiplier: float | None = Field(
+        default=None,
+        gt=0,
+        description="adaptive clipping: the noise on the count of unclipped updates, over its "
+        "sensitivity (one site); above noiseMultiplier, default twice it. The update's own "
+        "noise grows so that both together cost what noiseMultiplier alone would",
+    )
     accountant: Accountant = Field(
         default="rdp",
         description="rdp | prv | gdp (Opacus's own default is prv, whose figures differ)",
@@ -649,6 +672,8 @@ class Privacy(SpecModel):
         ]
         if self.clipping_norm is not None:
             given.append("clippingNorm")
+        if self.clipping == "adaptive":
+            given.append("clipping")
         if self.mode == "none":
             if given or self.repair_model:
                 raise ValueError(
@@ -670,6 +695,14 @@ class Privacy(SpecModel):
             )
         if mode == "central" and self.repair_model:
             raise ValueError("repairModel: only mode 'local' (DP-SGD) needs the model repaired")
+        if mode != "central" and self.clipping == "adaptive":
+            raise ValueError("clipping: adaptive clips whole updates: only with mode 'central'")
+        count, noise = self.count_noise_multiplier, self.noise_multiplier
+        if count is not None and noise is not None and count <= noise:
+            raise ValueError(
+                f"countNoiseMultiplier ({count:g}) must exceed noiseMultiplier ({noise:g}): "
+                "together they cost what noiseMultiplier alone would"
+            )
         return self
 
     @property
@@ -722,6 +755,11 @@ class Experiment(SpecModel):
         description="Kubernetes only: the pods' image (ignored by the simulation and local "
         "runners)",
     )
+    simulation: Simulation | None = Field(
+        default=None,
+        description="virtual sites for the batched engine (medfl run --engine batched); "
+        "the other engines refuse a spec with virtual sites",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:
@@ -737,7 +775,9 @@ class Experiment(SpecModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"site name(s) used twice: {', '.join(dupes)}")
-        if self.strategy.min_sites is not None and self.strategy.min_sites > len(self.sites):
+        if self._virtual:
+            self._check_virtual_sites()
+        elif self.strategy.min_sites is not None and self.strategy.min_sites > len(self.sites):
             raise ValueError(
                 f"strategy.minSites is {self.strategy.min_sites} but only "
                 f"{len(self.sites)} site(s) are listed"
@@ -745,6 +785,26 @@ class Experiment(SpecModel):
         self._check_noise_bounds()
         self._check_private_model()
         return self
+
+    @property
+    def _virtual(self) -> bool:
+        return self.simulation is not None and self.simulation.virtual_sites is not None
+
+    def _check_virtual_sites(self) -> None:
+        assert self.simulation is not None and self.simulation.virtual_sites is not None
+        part = self.simulation.virtual_sites.partitioner
+        if not isinstance(part, ColumnPartition):
+            return
+        if SITE_COLUMN in self.data_schema.categorical:
+            raise ValueError(
+                "simulation.virtualSites.partitioner.column: 'site' is both the source site "
+                "and a schema column; rename the column"
+            )
+        if part.column not in [SITE_COLUMN, *self.data_schema.categorical]:
+            raise ValueError(
+                f"simulation.virtualSites.partitioner.column: {part.column!r} is neither "
+                f"'site' nor a categorical column of the schema {self.data_schema.categorical}"
+            )
 
     def _check_noise_bounds(self) -> None:
         noise, numeric = self.statistics.noise, self.data_schema.numeric

@@ -96,22 +96,29 @@ class SitePolicy(SpecModel):
 
 def load_policy(path: str | Path) -> SitePolicy:
     """A site's policy file (YAML); every mistake named by its path in the file."""
-    from medfl.spec._load import _Loader, _problems
-
     path = Path(path)
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(
             [("", f"cannot read the policy file: {exc.strerror}")], str(path)
         ) from None
-    except yaml.YAMLError:
-        raise PolicyError([("", "not valid YAML")], str(path)) from None
+    return _resolve_ledger(parse_policy(text, str(path)), path.parent)
+
+
+def parse_policy(text: str, source: str) -> SitePolicy:
+    """A policy from its YAML text (the ledger path as written); ``source`` names it in
+    errors."""
+    from medfl.spec._load import _Loader, _problems
+
     try:
-        policy = SitePolicy.model_validate(doc)
+        doc = yaml.load(text, Loader=_Loader) or {}
+    except yaml.YAMLError:
+        raise PolicyError([("", "not valid YAML")], source) from None
+    try:
+        return SitePolicy.model_validate(doc)
     except ValidationError as err:
-        raise PolicyError(_problems(err, ""), str(path)) from None
-    return _resolve_ledger(policy, path.parent)
+        raise PolicyError(_problems(err, ""), source) from None
 
 
 def _resolve_ledger(policy: SitePolicy, base_dir: Path) -> SitePolicy:

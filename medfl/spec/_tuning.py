@@ -91,6 +91,22 @@ class Tuning(SpecModel):
     )
     resources: TrialResources = Field(default_factory=TrialResources)
     seed: int = Field(default=0, description="Optuna's sampler seed")
+    run_on: Literal["federation", "ray"] = Field(
+        default="federation",
+        description="on Kubernetes: federation: every trial a run on the experiment's own "
+        "site pods (no row moves); ray: the search as a KubeRay RayJob on the chart's Ray "
+        "cluster, each trial trained there, for data that cluster may hold (public, the "
+        "demo's). Elsewhere medfl tune's flags decide",
+    )
+
+    def report_rounds(self, rounds: int) -> set[int]:
+        """The rounds whose score is reported: ASHA's rungs (it decides only there) and
+        the last. Each report costs Ray Tune's bookkeeping; the others would buy nothing."""
+        out, rung = {rounds}, self.grace_period
+        while self.scheduler == "asha" and rung < rounds:
+            out.add(rung)
+            rung *= self.reduction_factor
+        return out
 
     @property
     def direction(self) -> Literal["max", "min"]:

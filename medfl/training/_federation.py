@@ -11,14 +11,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from medfl.data import Preprocessor
 from medfl.errors import BudgetSpent, DataError, DisclosureRefusal, SiteExcluded, TrainingError
 from medfl.privacy import PrivacySpent
-from medfl.privacy._central import CentralNoise, central_plan
+from medfl.privacy._central import CentralNoise, central_plan, resumed
 from medfl.results._model import Evaluation, RoundRecord, SiteEvaluation, SiteRound
 from medfl.spec import Experiment
 from medfl.training._aggregate import ServerOptimizer, weighted_average
@@ -67,6 +67,7 @@ class Checkpoint:
     params: Params
     optimizer: dict[str, object]
     rounds: list[RoundRecord] = field(default_factory=list)
+    central: dict[str, Any] | None = None  # privacy.central as result.json had it
 
 
 @dataclass
@@ -146,7 +147,7 @@ class Federation:
             self.optimizer.load_state(start.optimizer)
         need = min(min_sites or self.experiment.min_sites, len(setup.active))
         self.spent, self.stopped = {}, {}
-        self.central = self._central_noise(len(setup.active), len(start.rounds))
+        self.central = self._central_noise(len(setup.active), start)
         for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
             began = time.perf_counter()
             params, record = self._round(r, params, setup.active, need)
@@ -201,13 +202,14 @@ class Federation:
             return weighted_average(accepted)
         return self.central.aggregate(params, [p for p, _ in accepted], r)
 
-    def _central_noise(self, sites: int, done: int) -> CentralNoise | None:
+    def _central_noise(self, sites: int, start: Checkpoint) -> CentralNoise | None:
         privacy, training = self.experiment.privacy, self.experiment.training
         if not privacy.central:
             return None
         seed = training.seed if privacy.reproducible_noise else None
         plan = central_plan(privacy, training.rounds)
-        return CentralNoise(plan, sites, seed, rounds_done=done)
+        noise = CentralNoise(plan, sites, seed, rounds_done=len(start.rounds))
+        return resumed(noise, start.central)
 
     # --- after the last round ---------------------------------------------
 

@@ -263,5 +263,10 @@ class SiteWorker:
         return worker
 
     def split_tables(self) -> dict[SplitName, tuple[pd.DataFrame, np.ndarray]]:
-        """This site's split rows; only the in-process pooled baseline reads them."""
+        """This site's split rows; only the in-process pooled baseline (and the batched
+        engine's pool of virtual sites) read them."""
         return {p: (self._frames[p], self._labels[p]) for p in self._frames}
+
+    def split_data(self, split: SplitName) -> LocalData:
+        """One split as the model's inputs, after configure() (the batched engine's pool)."""
+        return self._data[split]

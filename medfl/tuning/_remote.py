@@ -16,14 +16,14 @@ from typing import Any
 
 from ray.tune import Callback
 
-from medfl.deploy import request_stop, stop_requested
+from medfl.deploy import allow_rounds_after, request_stop, stop_requested
 from medfl.errors import MedflError, UsageError, error_from_result
 from medfl.results import RoundRecord, RunResult, RunStore
 from medfl.runners._local import follow, submit_run
 from medfl.spec import Experiment
 from medfl.spec._tuning import Tuning
 from medfl.tuning._space import decoded, with_params
-from medfl.tuning._trial import Report, TrialFailed, _base, report_rounds
+from medfl.tuning._trial import Report, TrialFailed, _base
 from medfl.tuning._where import FederationTrials
 
 RUN_ID_SUFFIX = ".flower-run"  # beside a trial's run folder while its run may be going
@@ -58,7 +58,7 @@ def score_run(
             cli, experiment, out, False, where.timeouts, Path(home), outputs=False, job="trial"
         )
         id_file.write_text(str(run_id))  # the search stops it if this trial is stopped
-        scorer = _Scorer(tuning, experiment.training.rounds, report)
+        scorer = _Scorer(tuning, experiment.training.rounds, report, out)
         try:
             status = follow(RunStore(out), cli, run_id, scorer, watch=scorer.in_time)
         except BaseException:
@@ -77,15 +77,18 @@ class _Scorer:
     """Each new round's validation score: checked, and reported at ASHA's rungs (the
     last round only after the run succeeded), as the in-process trial does."""
 
-    def __init__(self, tuning: Tuning, rounds: int, report: Report) -> None:
-        self.tuning, self.rounds, self.report = tuning, rounds, report
-        self.reported = report_rounds(tuning, rounds)
+    def __init__(self, tuning: Tuning, rounds: int, report: Report, out: Path) -> None:
+        self.tuning, self.rounds, self.report, self.out = tuning, rounds, report, out
+        self.reported = tuning.report_rounds(rounds)
         self.began = time.monotonic()
 
     def __call__(self, record: RoundRecord) -> None:
         value = self._value(record)
         if record.round in self.reported and record.round < self.rounds:
+            # Ray Tune's report returns once the search let the trial go on (ASHA did
+            # not stop it); the run waits for this word after each rung
             self.report({self.tuning.metric: value, "round": record.round, "testReads": 0})
+            allow_rounds_after(self.out, record.round)
 
     def _value(self, record: RoundRecord) -> float:
         value = record.metrics.get(self.tuning.metric)

@@ -69,16 +69,6 @@ def _workers(experiment: Experiment, policies: dict[str, SitePolicy]) -> dict[st
     return workers
 
 
-def report_rounds(tuning: Tuning, rounds: int) -> set[int]:
-    """The rounds whose score is reported: ASHA's rungs (it decides only there) and the
-    last. Each report costs Ray Tune's bookkeeping; the others would buy nothing."""
-    out, rung = {rounds}, tuning.grace_period
-    while tuning.scheduler == "asha" and rung < rounds:
-        out.add(rung)
-        rung *= tuning.reduction_factor
-    return out
-
-
 def score_rounds(
     experiment: Experiment,
     tuning: Tuning,
@@ -91,7 +81,7 @@ def score_rounds(
     federation = Federation(experiment, transport)
     setup = federation.setup()
     began = time.monotonic()
-    reported = report_rounds(tuning, experiment.training.rounds)
+    reported = tuning.report_rounds(experiment.training.rounds)
 
     def on_round(record, params, optimizer) -> None:  # type: ignore[no-untyped-def]
         value = record.metrics.get(tuning.metric)

@@ -28,6 +28,10 @@ _KINDS = {
 }
 
 
+# custom resources the operator makes: kind -> (group, version, plural)
+_CUSTOM = {"RayJob": ("ray.io", "v1", "rayjobs")}
+
+
 def _raw(response: Any) -> Manifest:
     data: Manifest = json.loads(response.data)
     return data
@@ -41,6 +45,14 @@ class Kube:
         self.api = api
 
     def _call(self, kind: str, verb: str, *args: Any, **kwargs: Any) -> Any:
+        if kind in _CUSTOM:  # (name,) namespace[, body]: the custom objects' order
+            api, (group, version, plural) = client.CustomObjectsApi(self.api), _CUSTOM[kind]
+            method = getattr(api, f"{'get' if verb == 'read' else verb}_namespaced_custom_object")
+            if verb == "create":
+                namespace, body = args
+                return method(group, version, namespace, plural, body, _preload_content=False)
+            name, namespace = args
+            return method(group, version, namespace, plural, name, _preload_content=False)
         cls, tail = _KINDS[kind]
         method = getattr(cls(self.api), f"{verb}_{tail}")
         return method(*args, _preload_content=False, **kwargs)
@@ -88,6 +100,18 @@ class Kube:
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         items = _raw(self._call(kind, "list", namespace, label_selector=selector))["items"]
         return [o for o in items if labels.items() <= (o["metadata"].get("labels") or {}).items()]
+
+    def pod_log(self, namespace: str, name: str, tail_lines: int) -> str:
+        """The last lines of a pod's log; empty when there is none (yet, or any more)."""
+        try:
+            response: Any = client.CoreV1Api(self.api).read_namespaced_pod_log(
+                name, namespace, tail_lines=tail_lines, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status in (400, 404):  # a container not started yet answers 400
+                return ""
+            raise
+        return str(response.data.decode(errors="replace"))
 
     def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
         """A JSON merge patch of the experiment's status subresource."""

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from medfl.deploy import make_server_tls, make_site_key
-from medfl_operator._names import Owner
+from medfl.k8s._names import Owner
 from medfl_operator._render import server_hosts
 
 

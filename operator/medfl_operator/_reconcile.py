@@ -13,13 +13,15 @@ import kopf
 from medfl.errors import SpecError
 from medfl.k8s import ExperimentStatus
 from medfl.k8s._config import OperatorConfig
+from medfl.k8s._joblog import last_progress
+from medfl.k8s._names import Owner
 from medfl.spec import Experiment, parse_experiment
-from medfl_operator._checks import check_for_kubernetes
+from medfl_operator._checks import check_for_kubernetes, check_ray, check_site_policies
 from medfl_operator._kube import Kube, Manifest
 from medfl_operator._material import server_files, site_files
-from medfl_operator._names import Owner
 from medfl_operator._render import (
     Target,
+    ray_job,
     server_tls_secret,
     site_deployment,
     site_key_secret,
@@ -33,6 +35,8 @@ from medfl_operator._status import (
     available,
     derive,
     invalid,
+    job_of_ray,
+    job_state,
     previous_status,
     run_over,
     to_patch,
@@ -71,7 +75,16 @@ class Reconciler:
 
     def target(self, body: Mapping[str, Any]) -> Target:
         over = run_over(self._previous(body))
-        return Target(parse(body), self.config, owner_of(body), run_over=over)
+        owner = owner_of(body)
+        experiment = parse(body)
+        check_ray(experiment, self.config, f"FederatedExperiment {owner.name}")
+        check_site_policies(
+            experiment,
+            self.config.site_policies,
+            lambda name: self.kube.read("ConfigMap", owner.namespace, name),
+            f"FederatedExperiment {owner.name}",
+        )
+        return Target(experiment, self.config, owner, run_over=over)
 
     def apply(self, body: Mapping[str, Any]) -> None:
         """Validate, then create or update every child but the Job. An invalid spec
@@ -85,7 +98,8 @@ class Reconciler:
         self.sync(body, target)
 
     def _materialize(self, target: Target, body: Mapping[str, Any]) -> None:
-        self._ensure_secrets(target, body)
+        if not target.on_ray:  # a search on Ray has no Flower server or sites
+            self._ensure_secrets(target, body)
         for manifest in workloads(target):
             self.kube.apply(_adopted(manifest, body))
 
@@ -99,14 +113,16 @@ class Reconciler:
                 self._write(body, invalid(owner_of(body), str(exc), previous, _now()))
                 return
         observed = self.observe(target)
-        if _missing_children(observed):  # not made yet, or deleted by hand: put back
+        if not target.on_ray and _missing_children(observed):  # deleted by hand: put back
             self._materialize(target, body)
         if _ready_to_submit(observed, previous):
-            self.kube.create(_adopted(submit_job(target), body))
+            submission = ray_job(target) if target.on_ray else submit_job(target)
+            self.kube.create(_adopted(submission, body))
             observed = replace(observed, job=self._job(target))
         ctx = Context(target.experiment, self.config, target.owner, previous, _now())
         status = derive(ctx, observed)
-        if status.phase in FINISHED and not target.run_over and status.start_time:
+        over = status.phase in FINISHED and not target.run_over and status.start_time
+        if over and not target.on_ray:
             self._stop_sites(replace(target, run_over=True), body)
         self._write(body, status)
 
@@ -117,22 +133,51 @@ class Reconciler:
 
     def observe(self, target: Target) -> Observed:
         """Three reads whatever the number of sites: the experiment's Deployments, its
-        pods, its Job."""
+        pods, its Job (and, while the run goes on, the tail of the Job's log)."""
         owner, ns = target.owner, target.owner.namespace
         mine = {"medfl.io/experiment": owner.label}
         deployments = {d["metadata"]["name"]: d for d in self.kube.list("Deployment", ns, mine)}
         pods = self.kube.list("Pod", ns, mine)
         names = [s.name for s in target.experiment.sites]
+        job = self._job(target)
+        job_pods = self._job_pods(target, pods)
         return Observed(
             server=deployments.get(owner.server),
+            server_pods=[p for p in pods if _label(p, "app.kubernetes.io/component") == "server"],
             sites={s: deployments.get(owner.site(s)) for s in names},
             site_pods={s: [p for p in pods if _label(p, "medfl.io/site") == s] for s in names},
-            job=self._job(target),
-            job_pods=[p for p in pods if _label(p, "job-name") == owner.submit_job],
+            job=job,
+            job_pods=job_pods,
+            progress=self._progress(ns, job, job_pods, finished_too=_log_only(target)),
+            on_ray=target.on_ray,
         )
 
+    def _progress(
+        self, namespace: str, job: Manifest | None, pods: list[Manifest], finished_too: bool
+    ) -> dict[str, Any] | None:
+        """The submission's newest progress line: a fourth read, while the run goes on
+        (and once more at its end where the log is the only channel, see _log_only)."""
+        state = job_state(job)
+        if not pods or state == "absent" or (state != "running" and not finished_too):
+            return None
+        newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        log = self.kube.pod_log(namespace, newest["metadata"]["name"], PROGRESS_TAIL)
+        return last_progress(log)
+
     def _job(self, target: Target) -> Manifest | None:
-        return self.kube.read("Job", target.owner.namespace, target.owner.submit_job)
+        """The submission Job, or a RayJob's outcome in a Job's terms."""
+        owner = target.owner
+        if target.on_ray:
+            return job_of_ray(self.kube.read("RayJob", owner.namespace, owner.submit_job))
+        return self.kube.read("Job", owner.namespace, owner.submit_job)
+
+    def _job_pods(self, target: Target, pods: list[Manifest]) -> list[Manifest]:
+        """The submission's pods: the experiment's own, or KubeRay's submitter's (a Job of
+        the RayJob's name, whose pods carry none of the operator's labels)."""
+        name = target.owner.submit_job
+        if target.on_ray:
+            return self.kube.list("Pod", target.owner.namespace, {"job-name": name})
+        return [p for p in pods if _label(p, "job-name") == name]
 
     def _ensure_secrets(self, target: Target, body: Mapping[str, Any]) -> None:
         """TLS material and site keys, made only where their Secret does not exist yet:
@@ -160,6 +205,15 @@ class Reconciler:
         self.kube.patch_status(meta["namespace"], meta["name"], to_patch(status, raw))
 
 
+PROGRESS_TAIL = 200  # lines of the Job's log read for its newest progress line
+
+
+def _log_only(target: Target) -> bool:
+    """A RayJob's submitter leaves no summary of ours as its termination message: its log
+    gives the final figures too, read until the outcome is written."""
+    return target.on_ray and not target.run_over
+
+
 def _label(obj: Manifest, key: str) -> str | None:
     return (obj["metadata"].get("labels") or {}).get(key)
 
@@ -169,10 +223,12 @@ def _missing_children(observed: Observed) -> bool:
 
 
 def _ready_to_submit(observed: Observed, previous: ExperimentStatus) -> bool:
-    """The run is submitted once: when the server and every site are up, and never
-    again after a Job existed (start time set)."""
+    """The run is submitted once: when the server and every site are up (a search on
+    Ray: at once), and never again after a Job existed (start time set)."""
     if observed.job is not None or previous.start_time is not None:
         return False
+    if observed.on_ray:
+        return True
     return available(observed.server) and all(available(d) for d in observed.sites.values())
 
 

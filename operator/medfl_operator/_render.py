@@ -13,15 +13,18 @@ the same node (pod affinity), which a ReadWriteOnce claim needs.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from medfl.k8s._config import OperatorConfig
+from medfl.k8s._names import Owner
 from medfl.spec import Experiment, Site, Toleration
 from medfl.spec._models import GPU_RESOURCE
-from medfl_operator._names import Owner
+from medfl_operator._checks import LEDGER_DIR
+from medfl_operator._job import RAY_EXPERIMENT_ENV
 
 Manifest = dict[str, Any]
 
@@ -33,6 +36,7 @@ SPEC_FILE = "experiment.yaml"
 RESULTS_DIR = "/results"
 LOG_DIR = "/var/log/medfl"
 STATE_DIR = "/var/lib/medfl"
+POLICY_DIR = "/etc/medfl/policy"  # a site's own policy (the chart's sitePolicies), read-only
 USER = 10001  # the runtime image's user (as the chart's operator pod)
 SECRET_MODE = 0o440  # owner and fsGroup read; private keys are not world-readable
 SERVER_KEYS = ("ca.pem", "server.pem", "server.key")
@@ -54,6 +58,12 @@ class Target:
     def searches(self) -> bool:
         """A hyperparameter search (spec.tuning) rather than one run."""
         return self.experiment.tuning is not None
+
+    @property
+    def on_ray(self) -> bool:
+        """A search run as a KubeRay RayJob, not over the experiment's own sites."""
+        tuning = self.experiment.tuning
+        return tuning is not None and tuning.run_on == "ray"
 
     @property
     def image(self) -> str:
@@ -249,7 +259,33 @@ def _sites(target: Target) -> list[Site]:
 def site_args(target: Target, site: Site) -> list[str]:
     server = f"{target.owner.server_address}:{PORT}"
     args = ["medfl", "site", "--name", site.name, "--server", server, "--tls-dir", TLS_DIR]
+    policy = target.config.site_policies.get(site.name)
+    if policy is not None:
+        args += ["--policy", f"{POLICY_DIR}/{policy.key}"]
     return [*args, "--port", str(SITE_PORT), "--log-dir", LOG_DIR]
+
+
+def _policy_volumes(target: Target, site: Site) -> list[tuple[Manifest, Manifest]]:
+    """The site's own policy file (read-only) and its ledger's claim (writable)."""
+    policy = target.config.site_policies.get(site.name)
+    if policy is None:
+        return []
+    items = [{"key": policy.key, "path": policy.key}]
+    out = [
+        (
+            {"name": "policy", "configMap": {"name": policy.config_map, "items": items}},
+            {"name": "policy", "mountPath": POLICY_DIR, "readOnly": True},
+        )
+    ]
+    if policy.ledger_claim is not None:
+        claim = {"claimName": policy.ledger_claim}
+        out.append(
+            (
+                {"name": "ledger", "persistentVolumeClaim": claim},
+                {"name": "ledger", "mountPath": LEDGER_DIR},
+            )
+        )
+    return out
 
 
 # Ready means connected, as Flower's SuperNode logs it: its last connection line is a
@@ -336,9 +372,9 @@ def site_deployment(target: Target, site: Site) -> Manifest:
     volumes = [_tls_volume(sources), _empty("logs")]
     mounts: list[Manifest] = [_TLS_MOUNT, {"name": "logs", "mountPath": LOG_DIR}]
     data = _data_volume(site)
-    if data is not None:
-        volumes.append(data[0])
-        mounts.append(data[1])
+    for volume, mount in ([data] if data else []) + _policy_volumes(target, site):
+        volumes.append(volume)
+        mounts.append(mount)
     container = _container(target, "supernode", site_args(target, site), mounts)
     container["readinessProbe"] = _connected_probe(site)
     resources = _resources(site)
@@ -434,8 +470,34 @@ def site_key_secret(target: Target, site: str, files: dict[str, bytes]) -> Manif
     return secret
 
 
+def ray_job(target: Target) -> Manifest:
+    """A search with tuning.runOn: ray: a KubeRay RayJob on the chart's RayCluster.
+    KubeRay's submitter (a Job of the same name) streams the search's output to its log,
+    which the status and ``medfl run --backend kubernetes`` read as for a Flower search.
+    The spec travels in the job's environment (the entry point runs on the Ray head,
+    where no ConfigMap of this namespace is mounted)."""
+    ray = target.config.ray
+    assert ray is not None  # checked with the spec (medfl_operator._checks)
+    env = {RAY_EXPERIMENT_ENV: json.dumps(target.experiment.to_wire()), **_RAY_ENV}
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": _meta(target, target.owner.submit_job, "search"),
+        "spec": {
+            "entrypoint": "python -m medfl_operator._job tune-ray",
+            "runtimeEnvYAML": yaml.safe_dump({"env_vars": env}, sort_keys=True),
+            "clusterSelector": {"ray.io/cluster": ray.cluster_name},
+        },
+    }
+
+
+_RAY_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+
+
 def workloads(target: Target) -> list[Manifest]:
     """Every child the operator keeps in line with the spec (the Job and the Secrets
-    are made once, at their time)."""
+    are made once, at their time). A search on Ray needs none: its RayJob is made once."""
+    if target.on_ray:
+        return []
     sites = [site_deployment(target, site) for site in _sites(target)]
     return [spec_config_map(target), server_service(target), server_deployment(target), *sites]

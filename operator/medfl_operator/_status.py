@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from medfl.k8s import Condition, ExperimentStatus, ResultsLocation, SiteStatus
+from medfl.k8s import Condition, ExperimentStatus, PrivacySpent, ResultsLocation, SiteStatus
 from medfl.k8s._config import OperatorConfig
+from medfl.k8s._names import Owner
 from medfl.k8s._status import Phase, SiteState
 from medfl.spec import Experiment
 from medfl_operator._job import MARK
-from medfl_operator._names import Owner
 
 Manifest = dict[str, Any]
 JobState = Literal["absent", "running", "succeeded", "failed"]
@@ -43,10 +43,13 @@ class Observed:
     """What the operator read from the API server for one experiment."""
 
     server: Manifest | None = None  # the SuperLink Deployment
+    server_pods: list[Manifest] = field(default_factory=list)
     sites: dict[str, Manifest | None] = field(default_factory=dict)  # site -> Deployment
     site_pods: dict[str, list[Manifest]] = field(default_factory=dict)
     job: Manifest | None = None
     job_pods: list[Manifest] = field(default_factory=list)
+    progress: dict[str, Any] | None = None  # the Job's newest progress line (its log)
+    on_ray: bool = False  # a search as a KubeRay RayJob: no server, no site pods
 
 
 def previous_status(raw: Manifest | None) -> ExperimentStatus:
@@ -138,6 +141,25 @@ def _job_condition(job: Manifest, kind: str) -> Manifest | None:
     return None
 
 
+def job_of_ray(ray_job: Manifest | None) -> Manifest | None:
+    """A KubeRay RayJob's outcome in a Job's terms (conditions Complete / Failed, start
+    and completion times), so the status reads either the same way."""
+    if ray_job is None:
+        return None
+    said = ray_job.get("status") or {}
+    job, deployment = said.get("jobStatus"), said.get("jobDeploymentStatus")
+    status: Manifest = {"startTime": said.get("startTime")}
+    end = said.get("endTime")
+    if job == "SUCCEEDED" and deployment == "Complete":
+        status["completionTime"] = end
+        status["conditions"] = [{"type": "Complete", "status": "True"}]
+    elif job in ("FAILED", "STOPPED") or deployment == "Failed":
+        message = said.get("message") or f"the Ray job ended {job or deployment}"
+        cond = {"type": "Failed", "status": "True", "message": message}
+        status["conditions"] = [dict(cond, lastTransitionTime=end)]
+    return {"metadata": ray_job.get("metadata") or {}, "status": status}
+
+
 def job_state(job: Manifest | None) -> JobState:
     if job is None:
         return "absent"
@@ -209,7 +231,10 @@ class Context:
 def _server_condition(ctx: Context, observed: Observed) -> Condition:
     if available(observed.server):
         return ctx.condition("ServerReady", True, "Available", "the SuperLink pod is ready")
-    return ctx.condition("ServerReady", False, "NotAvailable", "waiting for the SuperLink pod")
+    # e.g. the results claim missing from this namespace: the pod is not scheduled
+    stuck = _waiting(observed.server_pods)
+    message = f"the SuperLink pod: {stuck}" if stuck else "waiting for the SuperLink pod"
+    return ctx.condition("ServerReady", False, "NotAvailable", message)
 
 
 def _sites_condition(ctx: Context, sites: dict[str, SiteStatus]) -> Condition:
@@ -280,21 +305,24 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
     sites = _sites(ctx, observed, over=phase in FINISHED)
     job = observed.job
     reason = failure_reason(job, observed.job_pods) if job and state == "failed" else ""
+    if observed.on_ray:
+        sites = {}
+        federation = _not_used(ctx)
+    else:
+        federation = [_server_condition(ctx, observed), _sites_condition(ctx, sites)]
     conditions = [
         ctx.condition("Valid", True, "Validated", "the spec is valid"),
-        _server_condition(ctx, observed),
-        _sites_condition(ctx, sites),
+        *federation,
         *_run_conditions(ctx, state, reason),
     ]
     total = ctx.experiment.training.rounds
-    results = ctx.config.results
-    summary = run_summary(observed.job_pods) or {}
+    results = None if observed.on_ray else ctx.config.results
+    # the summary at the end, the Job's progress lines while it runs
+    summary = run_summary(observed.job_pods) or observed.progress or {}
     return ExperimentStatus(
         phase=phase,
         conditions=conditions,
         observed_generation=ctx.owner.generation,
-        # Rounds and metrics come with the run's summary at its end: during the run they
-        # are only in result.json on the results claim, which the operator does not mount.
         current_round=_rounds(summary, state, total, ctx.previous),
         total_rounds=total,
         sites=sites,
@@ -304,8 +332,24 @@ def derive(ctx: Context, observed: Observed) -> ExperimentStatus:
         if results is not None
         else None,
         metrics=summary.get("metrics") or ctx.previous.metrics,
-        privacy_spent=ctx.previous.privacy_spent,
+        privacy_spent=_privacy(observed.progress) or ctx.previous.privacy_spent,
     )
+
+
+def _not_used(ctx: Context) -> list[Condition]:
+    said = "a search on Ray (tuning.runOn: ray) starts no Flower server or site pods"
+    return [
+        ctx.condition("ServerReady", False, "NotUsed", said),
+        ctx.condition("SitesReady", False, "NotUsed", said),
+    ]
+
+
+def _privacy(progress: dict[str, Any] | None) -> dict[str, PrivacySpent]:
+    said = (progress or {}).get("privacySpent") or {}
+    try:
+        return {site: PrivacySpent.model_validate(spent) for site, spent in said.items()}
+    except (ValidationError, AttributeError):
+        return {}
 
 
 def _rounds(

@@ -49,6 +49,8 @@ OPERATOR_RULES = {  # (apiGroup, resource) -> verbs, in every watch mode
     ("", "configmaps"): ["get", "create", "patch", "delete"],
     ("batch", "jobs"): ["get", "list", "watch", "create", "delete"],
     ("", "pods"): ["get", "list", "watch"],
+    ("", "pods/log"): ["get"],
+    ("ray.io", "rayjobs"): ["get", "list", "watch", "create", "delete"],
     ("", "events"): ["create"],
 }
 
@@ -199,6 +201,24 @@ def test_gpu_pool_and_runtime_image_reach_the_operator(tmp_path: Path) -> None:
     assert "nodeSelector" not in pod["spec"]  # the GPU pool is for site pods, not the operator
 
 
+def test_site_policies_reach_the_operator(tmp_path: Path) -> None:
+    policies = {"hungary": {"configMap": "hungary-policy", "ledgerClaim": "hungary-ledger"}}
+    config = operator_config(render(tmp_path, {"sitePolicies": policies}))
+    hungary = config.site_policies["hungary"]
+    assert (hungary.config_map, hungary.key, hungary.ledger_claim) == (
+        "hungary-policy",
+        "policy.yaml",
+        "hungary-ledger",
+    )
+    assert operator_config(render(tmp_path)).site_policies == {}
+
+
+def test_a_ray_cluster_for_searches_reaches_the_operator(tmp_path: Path) -> None:
+    config = operator_config(render(tmp_path, {"ray": {"clusterName": "gpu-ray"}}))
+    assert config.ray is not None and config.ray.cluster_name == "gpu-ray"
+    assert operator_config(render(tmp_path)).ray is None
+
+
 def test_default_config_names_this_versions_runtime_image(tmp_path: Path) -> None:
     config = operator_config(render(tmp_path))
     assert config.runtime.image == f"ghcr.io/medfl/runtime:{medfl.__version__}"
@@ -251,8 +271,19 @@ def test_created_results_claim_is_kept_on_uninstall(tmp_path: Path) -> None:
             {"resources": {"limits": {"memory": "lots"}}},
             "- at '/resources/limits/memory': 'lots' does not match pattern '^[+-]?",
         ),
+        (
+            {"sitePolicies": {"hungary": {"ledgerClaim": "x"}}},
+            "- at '/sitePolicies/hungary': missing property 'configMap'",
+        ),
     ],
-    ids=["toleration-effect", "unknown-key", "namespace", "existing-claim-unnamed", "quantity"],
+    ids=[
+        "toleration-effect",
+        "unknown-key",
+        "namespace",
+        "existing-claim-unnamed",
+        "quantity",
+        "policy-without-config-map",
+    ],
 )
 def test_bad_values_are_refused_naming_the_field(
     tmp_path: Path, values: dict[str, Any], message: str

@@ -28,6 +28,7 @@ _PATHS = {
     "Secret": f"/api/v1/namespaces/{NS}/secrets",
     "Service": f"/api/v1/namespaces/{NS}/services",
     "ConfigMap": f"/api/v1/namespaces/{NS}/configmaps",
+    "RayJob": f"/apis/ray.io/v1/namespaces/{NS}/rayjobs",
 }
 USER_AGENT = "medfl-tests"  # tells the test's own requests from the operator's
 
@@ -82,9 +83,10 @@ def wait_for(what: Callable[[], T | None], timeout: float = 10.0, message: str =
 class Kubelet:
     """What the kubelet and the Deployment and Job controllers would do, on request."""
 
-    def __init__(self, http: Http) -> None:
+    def __init__(self, http: Http, logs: dict[str, Callable[[], str]] | None = None) -> None:
         self.http = http
         self.pods = 0
+        self.logs = {} if logs is None else logs  # pod name -> its log (the emulator's)
 
     def start_pod(self, owner: dict[str, Any], ready: bool = True, **state: Any) -> str:
         """A pod of a Deployment or Job, with its template's labels."""
@@ -116,10 +118,11 @@ class Kubelet:
         self.available(name)
         return deployment
 
-    def finish_job(self, name: str, succeeded: bool, message: str = "") -> None:
+    def finish_job(self, name: str, succeeded: bool, message: str = "", log: str = "") -> None:
         job = wait_for(lambda: self.http.get("Job", name), message=name)
         code = 0 if succeeded else 4
-        self.start_pod(job, ready=False, terminated={"exitCode": code, "message": message})
+        pod = self.start_pod(job, ready=False, terminated={"exitCode": code, "message": message})
+        self.logs[pod] = lambda: log
         kind = "Complete" if succeeded else "Failed"
         cond = {"type": kind, "status": "True", "lastTransitionTime": "2026-12-04T09:00:00Z"}
         status: dict[str, Any] = {"startTime": "2026-12-04T08:10:00Z", "conditions": [cond]}

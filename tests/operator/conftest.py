@@ -41,6 +41,12 @@ CONFIG = {
     },
     "results": {"claimName": "medfl-results"},
 }
+# the running operator's: a site of these tests' own has a policy (no example site has)
+RUNNING_CONFIG = {
+    "results": {"claimName": "medfl-results"},
+    "sitePolicies": {"policy-site": {"configMap": "policy-site-policy"}},
+    "ray": {"clusterName": "gpu-ray"},
+}
 
 
 def example_cr() -> dict[str, Any]:
@@ -91,7 +97,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
     folder = tmp_path_factory.mktemp("cluster")
     config = folder / "config.yaml"
-    config.write_text("results: {claimName: medfl-results}\n")
+    config.write_text(yaml.safe_dump(RUNNING_CONFIG))
     with ApiServer() as server, pytest.MonkeyPatch.context() as patch:
         kubeconfig = folder / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server.url)))
@@ -108,7 +114,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         args.append(f"--liveness={liveness}")
         with KopfRunner(args) as runner:
             http = Http(server.url)
-            yield Cluster(server, http, Kubelet(http), liveness=liveness)
+            yield Cluster(server, http, Kubelet(http, server.emulator.pod_logs), liveness=liveness)
     assert runner.exception is None, runner.output[-5000:]
     assert runner.exit_code == 0
 

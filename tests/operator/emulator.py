@@ -15,12 +15,13 @@ import itertools
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp.web
 import attrs
 import jsonpatch
 import kmock
@@ -42,6 +43,9 @@ RESOURCES = {
     "batch/v1/jobs": kmock.ResourceInfo(kind="Job", namespaced=True, verbs=VERBS),
     "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False, verbs=VERBS
+    ),
+    "ray.io/v1/rayjobs": kmock.ResourceInfo(  # KubeRay's, for searches on Ray
+        kind="RayJob", namespaced=True, verbs=VERBS, subresources={"status"}
     ),
     f"{GROUP}/{VERSION}/{PLURAL}": kmock.ResourceInfo(
         kind=KIND, singular=KIND.lower(), namespaced=True, verbs=VERBS, subresources={"status"}
@@ -86,9 +90,14 @@ class Seen:
     watch: bool = False
 
 
+PodLog = Callable[[], str]
+
+
 @attrs.define(kw_only=True)
 class Emulator(kmock.KubernetesEmulator):
     log: list[Seen] = attrs.field(factory=list, init=False)
+    # the kubelet's part of ``pods/NAME/log``: a pod's log, by pod name, as the test says
+    pod_logs: dict[str, PodLog] = attrs.field(factory=dict, init=False)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     def _next_version(self) -> str:
@@ -134,12 +143,29 @@ class Emulator(kmock.KubernetesEmulator):
         # kmock keeps every request and its filters walk them all on each new one, so
         # serving slows down as the test goes on: keep only the newest
         del self._requests[:-_KEPT_REQUESTS]
+        if request.subresource == "log" and request.name is not None:
+            return self._serve_log(request)
         if request.resource is not None and isinstance(request.data, dict | list):
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
                 self._stamp_create(request)
             elif request.action == enums.action.UPDATE and request.name is not None:
                 self._stamp_update(request)
         return await super()._handle(request)
+
+    def _serve_log(self, request: rendering.Request) -> aiohttp.web.Response:
+        """A pod's log as the kubelet serves it: text, ``tailLines`` honoured; 404
+        without the pod, 400 while it has no log (a container not started)."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self._objects or self._objects[key].deleted:
+            return aiohttp.web.json_response({"kind": "Status", "code": 404}, status=404)
+        found = self.pod_logs.get(str(request.name))
+        if found is None:
+            return aiohttp.web.json_response({"kind": "Status", "code": 400}, status=400)
+        lines = found().splitlines(keepends=True)
+        tail = request.params.get("tailLines")
+        if tail is not None:
+            lines = lines[-int(tail) :] if int(tail) else []
+        return aiohttp.web.Response(text="".join(lines))
 
     async def _serve_list(self, request: rendering.Request) -> Any:
         payload = await super()._serve_list(request)

@@ -61,3 +61,18 @@ def test_lists_honour_label_selectors_and_namespaces_are_listed(http: Http) -> N
     assert code == 200 and [o["metadata"]["name"] for o in listed["items"]] == ["c"]
     code, namespaces = http._send("GET", "/api/v1/namespaces")
     assert code == 200 and [n["metadata"]["name"] for n in namespaces["items"]] == [NS]
+
+
+def test_pod_logs_are_served_as_text_with_tail_lines() -> None:
+    with ApiServer() as server:
+        http = Http(server.url)
+        assert server.emulator is not None
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": NS}}
+        http.create("Pod", pod)
+        path = f"{http.url}/api/v1/namespaces/{NS}/pods/p/log"
+        assert http.pool.request("GET", path).status == 400  # no log yet
+        server.emulator.pod_logs["p"] = lambda: "one\ntwo\nthree\n"
+        assert http.pool.request("GET", path).data == b"one\ntwo\nthree\n"
+        assert http.pool.request("GET", path + "?tailLines=2").data == b"two\nthree\n"
+        missing = f"{http.url}/api/v1/namespaces/{NS}/pods/nope/log"
+        assert http.pool.request("GET", missing).status == 404

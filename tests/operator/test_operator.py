@@ -8,6 +8,7 @@ collection by owner references, RBAC, scheduling — see tests/cluster/."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,31 @@ def test_an_experiment_gets_owned_children_and_runs_to_succeeded(cluster: Cluste
     assert cluster.status("study-a")["sites"]["hungary"]["state"] == "Finished"
     declared = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert set(status) <= set(declared["properties"]["status"]["properties"])  # no status.kopf
+
+
+def test_while_the_run_goes_on_the_status_follows_the_jobs_progress_lines(
+    cluster: Cluster,
+) -> None:
+    cluster.experiment("study-live")
+    cluster.run_everything("study-live")
+    cluster.wait_condition("study-live", "Training", "True")
+    job = wait_for(lambda: cluster.http.get("Job", "study-live-submit"))
+    pod = cluster.kubelet.start_pod(job, ready=True)
+    said = {"rounds": 2, "metrics": {"auc": 0.7}, "privacySpent": {}}
+    lines = ["INFO round 1", "medfl-progress " + json.dumps(said)]
+    cluster.kubelet.logs[pod] = lambda: "\n".join(lines) + "\n"
+    wait_for(lambda: cluster.status("study-live").get("round") == "2/15", message="round 2")
+    said = {
+        "rounds": 3,
+        "metrics": {"auc": 0.75, "accuracy": 0.7},
+        "privacySpent": {"hungary": {"epsilon": 0.41, "delta": 1e-05}},
+    }
+    lines += ["INFO round 3", "medfl-progress " + json.dumps(said)]
+    wait_for(lambda: cluster.status("study-live").get("round") == "3/15", message="round 3")
+    status = cluster.status("study-live")
+    assert status["metrics"] == {"auc": 0.75, "accuracy": 0.7}
+    assert status["privacySpent"] == {"hungary": {"epsilon": 0.41, "delta": 1e-05}}
+    assert cluster.operator_requests("GET", f"/pods/{pod}/log")
 
 
 def test_kopfs_liveness_endpoint_answers(cluster: Cluster) -> None:
@@ -174,6 +200,68 @@ def test_an_invalid_spec_fails_without_children_and_is_not_retried(cluster: Clus
     cluster.wait_condition("bad", "Valid", "True")
     wait_for(lambda: len(cluster.children("bad")) == 12, message="children of the corrected spec")
     assert cluster.status("bad")["observedGeneration"] == 2
+
+
+def test_a_sites_policy_missing_from_the_namespace_holds_the_experiment_until_it_is_made(
+    cluster: Cluster,
+) -> None:
+    sites = example_cr()["spec"]["sites"]
+    sites = [sites[0], dict(sites[1], name="policy-site")]
+    cluster.experiment("study-p", sites=sites)
+    valid = cluster.wait_condition("study-p", "Valid", "False")
+    assert (
+        "site policy-site: its policy ConfigMap policy-site-policy is not in this namespace"
+        in valid["message"]
+    )
+    assert cluster.children("study-p") == []
+
+    policy = {"apiVersion": "v1", "kind": "ConfigMap"}
+    policy["metadata"] = {"name": "policy-site-policy", "namespace": "default"}
+    policy["data"] = {"policy.yaml": "disclosure:\n  minCellCount: 8\n"}  # type: ignore[assignment]
+    cluster.http.create("ConfigMap", policy)
+    cluster.wait_condition("study-p", "Valid", "True", timeout=15)
+    site = wait_for(lambda: cluster.http.get("Deployment", "study-p-site-policy-site"))
+    args = site["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--policy") + 1] == "/etc/medfl/policy/policy.yaml"
+
+
+def test_a_search_on_ray_is_a_rayjob_followed_through_its_submitters_log(
+    cluster: Cluster,
+) -> None:
+    space = {"training.learningRate": {"type": "float", "low": 0.01, "high": 0.5}}
+    cluster.experiment("study-ray", tuning={"space": space, "trials": 4, "runOn": "ray"})
+    ray_job = wait_for(lambda: cluster.http.get("RayJob", "study-ray-submit"), message="RayJob")
+    assert ray_job["metadata"]["ownerReferences"][0]["name"] == "study-ray"
+    assert ray_job["spec"]["clusterSelector"] == {"ray.io/cluster": "gpu-ray"}
+    assert cluster.children("study-ray") == []  # no Flower server, no sites, no Secrets
+
+    # KubeRay's part: the submitter Job's pod streams the search's output
+    submitter = {"apiVersion": "v1", "kind": "Pod", "status": {"phase": "Running"}}
+    submitter["metadata"] = {
+        "name": "study-ray-submit-x1",
+        "namespace": "default",
+        "labels": {"job-name": "study-ray-submit"},
+    }
+    cluster.http.create("Pod", submitter)
+    lines = ["medfl tune: 4 trials"]
+    cluster.kubelet.logs["study-ray-submit-x1"] = lambda: "\n".join(lines) + "\n"
+    running = {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}
+    running["startTime"] = "2026-12-04T09:00:00Z"
+    cluster.http.patch("RayJob", "study-ray-submit", {"status": running}, status=True)
+    assert cluster.wait_condition("study-ray", "Training", "True")["reason"] == "Running"
+    assert cluster.condition("study-ray", "SitesReady")["reason"] == "NotUsed"  # type: ignore[index]
+
+    said = {"rounds": 15, "metrics": {"auc": 0.83}, "privacySpent": {}}
+    lines.append("medfl-progress " + json.dumps(said))  # the best run's, at the end
+    done = dict(running, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+    done["endTime"] = "2026-12-04T09:10:00Z"
+    cluster.http.patch("RayJob", "study-ray-submit", {"status": done}, status=True)
+    cluster.wait_condition("study-ray", "Succeeded", "True")
+    status = cluster.status("study-ray")
+    assert (status["phase"], status["round"], status["metrics"]) == (
+        "Succeeded", "15/15", {"auc": 0.83},
+    )  # fmt: skip
+    assert "results" not in status  # the search's folder stays on the Ray head
 
 
 def _handled(cluster: Cluster, name: str) -> dict[str, Any] | None:

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from medfl.k8s._joblog import last_progress
+from medfl.runners._kubernetes import Cluster as UserSide
+from medfl.runners._kubernetes import _api, copy_result
 from tests.operator.cluster import Cluster, wait_for
-from tests.operator.conftest import example_cr
+from tests.operator.conftest import example_cr, experiment_of
 from tests.operator.local_kubelet import LocalPods, termination_message
 
 pytestmark = [pytest.mark.deploy, pytest.mark.usefixtures("one_at_a_time")]
@@ -67,8 +70,10 @@ def test_the_operators_pods_run_flower_to_succeeded(cluster: Cluster, pods: Loca
     last = "\n".join(role.last_lines(20))
     # the kubelet passes the container's termination message on: the run's summary
     said = termination_message(pods.root / "pods" / "submit") or last
-    cluster.kubelet.finish_job(f"{NAME}-submit", succeeded=code == 0, message=said)
+    log = role.log.read_text()
+    cluster.kubelet.finish_job(f"{NAME}-submit", succeeded=code == 0, message=said, log=log)
     assert code == 0, last
+    assert (last_progress(log) or {}).get("rounds") == 2  # what the operator reads live
 
     done = cluster.wait_condition(NAME, "Succeeded", "True")
     assert done["reason"] == "RunCompleted"
@@ -82,3 +87,8 @@ def test_the_operators_pods_run_flower_to_succeeded(cluster: Cluster, pods: Loca
     assert status["round"] == "2/2"
     assert status["metrics"]["auc"] == result["rounds"][-1]["metrics"]["auc"]
     assert "tp" not in status["metrics"]  # rates only: counts stay on the claim
+
+    # medfl run --backend kubernetes's copy: result.json from the Job's log, as written
+    user = UserSide(_api(), "default", NAME, uid)
+    copied = copy_result(user, experiment_of(example_cr()), pods.root / "copy")
+    assert copied is not None and json.loads(copied.read_text()) == result

@@ -4,6 +4,7 @@ kubernetes-validate --strict (Kubernetes 1.35 schemas, unknown fields refused)."
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from medfl_operator._material import server_files, site_files
 from medfl_operator._render import (
     SPEC_FILE,
     TLS_DIR,
+    ray_job,
     server_deployment,
     server_service,
     server_tls_secret,
@@ -31,7 +33,7 @@ from medfl_operator._render import (
 from medfl.cli import _parser
 from medfl.cli._deploy import cmd_server, cmd_site, cmd_submit
 from medfl.deploy import ServerCommand, ServerTls
-from medfl.k8s._config import OperatorConfig
+from medfl.k8s._config import OperatorConfig, RayTarget, SitePolicySource
 from medfl.spec import parse_experiment
 from tests.helpers import deep_merge
 from tests.operator.conftest import UID, example_cr, experiment_of, owner_body
@@ -410,3 +412,70 @@ def test_a_site_is_ready_only_while_its_supernode_is_connected(
         path.write_text(log)
     done = subprocess.run([sys.executable, *command[1:-1], str(path)], check=False, timeout=30)
     assert (done.returncode == 0) == ready
+
+
+def _with_policies(target: Target, **sources: dict[str, Any]) -> Target:
+    config = target.config.model_copy(
+        update={
+            "site_policies": {s: SitePolicySource.model_validate(v) for s, v in sources.items()}
+        }
+    )
+    return Target(target.experiment, config, target.owner)
+
+
+def test_a_site_with_its_own_policy_reads_it_read_only_and_keeps_its_ledger_on_a_claim(
+    target: Target,
+) -> None:
+    target = _with_policies(
+        target,
+        hungary={
+            "configMap": "hungary-policy",
+            "key": "site.yaml",
+            "ledgerClaim": "hungary-ledger",
+        },
+    )
+    hungary = site_deployment(target, target.experiment.sites[1])
+    args = _container(hungary)["args"]
+    assert args[args.index("--policy") + 1] == "/etc/medfl/policy/site.yaml"
+    assert _parser().parse_args(args[1:]).policy == Path("/etc/medfl/policy/site.yaml")
+    assert _volumes(hungary)["policy"] == {
+        "name": "policy",
+        "configMap": {
+            "name": "hungary-policy",
+            "items": [{"key": "site.yaml", "path": "site.yaml"}],
+        },
+    }
+    assert _mounts(hungary)["policy"] == {
+        "name": "policy", "mountPath": "/etc/medfl/policy", "readOnly": True,
+    }  # fmt: skip
+    assert _volumes(hungary)["ledger"]["persistentVolumeClaim"] == {"claimName": "hungary-ledger"}
+    assert _mounts(hungary)["ledger"] == {"name": "ledger", "mountPath": "/var/lib/medfl/ledger"}
+    kubernetes_validate.validate(hungary, K8S_VERSION, strict=True)
+    others = site_deployment(target, target.experiment.sites[3])
+    assert "--policy" not in _container(others)["args"]
+    assert "policy" not in _volumes(others) and "ledger" not in _volumes(others)
+
+
+RAY_SEARCH = {
+    "space": {"training.learningRate": {"type": "float", "low": 0.01, "high": 0.5, "log": True}},
+    "trials": 4,
+    "runOn": "ray",
+}
+
+
+def test_a_search_on_ray_is_a_rayjob_on_the_charts_cluster_and_nothing_else(
+    target: Target,
+) -> None:
+    config = target.config.model_copy(update={"ray": RayTarget(cluster_name="gpu-ray")})
+    doc = deep_merge(example_cr(), {"spec": {"tuning": RAY_SEARCH}})
+    searching = Target(experiment_of(doc), config, target.owner)
+
+    job = ray_job(searching)
+
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    assert job["metadata"]["name"] == "heart-disease-submit"  # KubeRay's submitter Job too
+    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": "gpu-ray"}
+    assert job["spec"]["entrypoint"] == "python -m medfl_operator._job tune-ray"
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert parse_experiment(json.loads(env["MEDFL_EXPERIMENT"])) == searching.experiment
+    assert workloads(searching) == []  # no Flower server, no site pods

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 from medfl_operator import Owner, Target
-from medfl_operator._status import Context, Observed, derive, invalid, previous_status, to_patch
+from medfl_operator._status import (
+    Context,
+    Observed,
+    derive,
+    invalid,
+    job_of_ray,
+    previous_status,
+    to_patch,
+)
 
 from medfl.k8s import ExperimentStatus, crd_manifest
 from tests.k8s.schemas import problems
@@ -266,3 +274,58 @@ def test_every_status_field_the_operator_writes_is_declared_in_the_crd(
     for wire in _written(target, owner):
         assert problems(wire, STATUS_SCHEMA) == [], wire
     assert problems({"phase": "Running", "kopf": {}}, STATUS_SCHEMA) != []  # the check bites
+
+
+def test_a_server_pod_that_cannot_be_scheduled_says_why(target: Target) -> None:
+    """e.g. the results claim is not in the experiment's namespace (claims are namespaced)."""
+    unscheduled = pod(unscheduled=True)
+    observed = all_ready(target, server=deployment(False), server_pods=[unscheduled])
+    server = next(c for c in status_of(target, observed).conditions if c.type == "ServerReady")
+    assert server.status == "False"
+    assert server.message.startswith("the SuperLink pod: not scheduled: ")
+
+
+def test_while_the_job_runs_its_progress_gives_rounds_metrics_and_privacy(target: Target) -> None:
+    progress = {
+        "rounds": 4,
+        "metrics": {"auc": 0.7},
+        "privacySpent": {"hungary": {"epsilon": 0.8, "delta": 1e-5}},
+    }
+    status = status_of(target, all_ready(target, job=job(), progress=progress))
+    assert (status.phase, status.round, status.metrics) == ("Running", "4/15", {"auc": 0.7})
+    assert status.privacy_spent["hungary"].epsilon == 0.8
+    garbled = dict(progress, privacySpent={"hungary": {"epsilon": -1}})
+    assert status_of(target, all_ready(target, job=job(), progress=garbled)).privacy_spent == {}
+
+
+def _ray(job_status: str, deployment: str, message: str = "") -> dict[str, Any]:
+    status = {"jobStatus": job_status, "jobDeploymentStatus": deployment}
+    status |= {"startTime": "2026-12-04T08:01:00Z", "endTime": "2026-12-04T08:40:00Z"}
+    if message:
+        status["message"] = message
+    return {"metadata": {"name": "heart-disease-submit"}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("ray_job", "phase", "reason"),
+    [
+        (_ray("RUNNING", "Running"), "Running", ""),
+        (_ray("SUCCEEDED", "Complete"), "Succeeded", ""),
+        (_ray("FAILED", "Complete", "Job entrypoint command failed"), "Failed",
+         "Job entrypoint command failed"),
+        (_ray("STOPPED", "Complete"), "Failed", "the Ray job ended STOPPED"),
+    ],
+    ids=["running", "succeeded", "failed", "stopped"],
+)  # fmt: skip
+def test_a_search_on_ray_reads_its_rayjob_and_has_no_server_or_sites(
+    target: Target, ray_job: dict[str, Any], phase: str, reason: str
+) -> None:
+    observed = Observed(job=job_of_ray(ray_job), on_ray=True, progress={"rounds": 15})
+    status = status_of(target, observed)
+
+    assert status.phase == phase
+    said = {c.type: c for c in status.conditions}
+    assert (said["ServerReady"].reason, said["SitesReady"].reason) == ("NotUsed", "NotUsed")
+    assert said["Failed"].message == reason
+    assert (status.sites, status.results) == ({}, None)  # the folder stays on the Ray head
+    assert status.current_round == 15

@@ -13,7 +13,13 @@ from medfl import load_experiment, run
 from medfl.errors import DataError, RunNotFoundError, SpecError
 from medfl.results import RunStore
 from medfl.spec import parse_experiment
-from tests.helpers import assert_same_arrays, make_sites, model_arrays, read_result
+from tests.helpers import (
+    assert_same_arrays,
+    interrupt_after,
+    make_sites,
+    model_arrays,
+    read_result,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC_NAMES = {
@@ -155,14 +161,6 @@ def test_bad_custom_model_is_a_spec_error(tmp_path, run_fast, model, path, fragm
 
 
 # --- resume --------------------------------------------------------------------
-
-
-def interrupt_after(round_: int):
-    def progress(record) -> None:
-        if record.round == round_:
-            raise KeyboardInterrupt
-
-    return progress
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedadam", "fedprox"])

@@ -11,7 +11,7 @@ import yaml
 from medfl.errors import SpecError, TrainingError
 from medfl.spec import parse_experiment
 from medfl.tuning._space import check_space, decoded, default_point, encoded, with_params
-from medfl.tuning._trial import report_rounds, score_rounds
+from medfl.tuning._trial import score_rounds
 from tests.helpers import deep_merge, make_sites
 
 
@@ -179,7 +179,7 @@ def test_a_trial_reports_at_ashas_rungs_and_its_last_round(
 ) -> None:
     experiment = _experiment(tmp_path, LR, **tuning)
 
-    assert report_rounds(experiment.tuning, rounds) == reported  # type: ignore[arg-type]
+    assert experiment.tuning.report_rounds(rounds) == reported  # type: ignore[union-attr]
 
 
 def test_every_trial_is_counted_in_a_dp_sites_ledger(tmp_path) -> None:

@@ -4,6 +4,8 @@ ServerApp drives it (validation rounds only) — without starting any process.""
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,9 @@ import yaml
 
 from medfl.cli import main
 from medfl.cli._tune import _where
+from medfl.deploy import allow_rounds_after, allowed_after, request_stop
+from medfl.errors import TrainingError
+from medfl.fl.deployed import _stop_when_asked
 from medfl.results import RoundRecord
 from medfl.runners import LocalBackend
 from medfl.runners._drive import DriveOptions, drive
@@ -85,10 +90,32 @@ def test_the_scorer_reports_at_the_rungs_and_fails_an_undefined_score(tmp_path: 
     tuning = parse_experiment(doc).tuning
     assert tuning is not None
     seen: list[dict[str, Any]] = []
-    scorer = _Scorer(tuning, 3, seen.append)
+    scorer = _Scorer(tuning, 3, seen.append, tmp_path / "run")
 
     for n in (1, 2):
         scorer(RoundRecord(round=n, metrics={"auc": 0.5 + n / 10}, sites={}))
+        assert allowed_after(tmp_path / "run") == n  # its run may go on past the rung
     assert [r["round"] for r in seen] == [1, 2]  # the last only once the run succeeded
     with pytest.raises(TrialFailed, match="round 3: the validation auc is undefined"):
         scorer(RoundRecord(round=3, metrics={"auc": float("nan")}, sites={}))
+
+
+def _waiting_check(tmp_path: Path, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    tuning = {"space": LR, "gracePeriod": 1, "scheduler": "asha", "trialTimeoutSeconds": timeout}
+    experiment = parse_experiment(make_sites(tmp_path, training={"rounds": 3}, tuning=tuning))
+    return _stop_when_asked(tmp_path / "run", experiment.tuning, 3)
+
+
+def test_a_trial_run_waits_after_a_rung_for_the_searchs_word(tmp_path: Path) -> None:
+    check = _waiting_check(tmp_path)
+    out = tmp_path / "run"
+    threading.Timer(0.3, allow_rounds_after, (out, 1)).start()
+    began = time.monotonic()
+    check(RoundRecord(round=1, metrics={}, sites={}))  # go on: returns
+    assert time.monotonic() - began >= 0.25
+    threading.Timer(0.3, request_stop, (out, "the search stopped this trial (ASHA)")).start()
+    with pytest.raises(TrainingError, match="stopped after round 2: the search stopped this"):
+        check(RoundRecord(round=2, metrics={}, sites={}))
+    check3 = _waiting_check(tmp_path / "b", timeout=0.2)
+    with pytest.raises(TrainingError, match="did not read its score within"):
+        check3(RoundRecord(round=1, metrics={}, sites={}))

@@ -66,6 +66,13 @@ results:
 {{- with .Values.watchNamespace }}
 watchNamespace: {{ . }}
 {{- end }}
+{{- with .Values.ray.clusterName }}
+ray:
+  clusterName: {{ . }}
+{{- end }}
+{{- with .Values.sitePolicies }}
+sitePolicies: {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* The API's objects: their own component label, so the operator's selector never
