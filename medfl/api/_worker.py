@@ -205,7 +205,22 @@ class Worker:
             if self._cancelled(run_id):
                 raise RunCancelled("no longer followed; the FederatedExperiment goes on")
 
-        outcome(cluster.follow(launch.poll_s, changed))
+        status = cluster.follow(launch.poll_s, changed)
+        self._collect(run_id, cluster, experiment)
+        outcome(status)
+
+    def _collect(self, run_id: str, cluster: Any, experiment: Experiment) -> None:
+        """result.json from the submission's log into the run folder (the report and
+        plots made from it); its rounds, per site, replace those the status gave."""
+        from medfl.runners._kubernetes import copy_result
+
+        folder = self.runs_dir / run_id
+        if copy_result(cluster, experiment, folder) is None:
+            return
+        rounds = RunStore(folder).load_result().rounds
+        with self.db.session() as session:
+            session.execute(delete(RoundRow).where(RoundRow.run_id == run_id))
+            session.add_all(round_row(run_id, record) for record in rounds)
 
     def _follow(self, run_id: str, status: dict[str, Any]) -> None:
         """The custom resource's status into the run: its phase, a row per round."""

@@ -39,7 +39,9 @@ def test_enabled_it_renders_a_deployment_service_and_its_rbac_that_validate(tmp_
     for key in API_OBJECTS:
         kubernetes_validate.validate(objects[key], K8S_VERSION, strict=True)
     assert rules(objects[("Role", "medfl-api")]) == {
-        ("medfl.io", "federatedexperiments"): ["get", "list", "watch", "create"]
+        ("medfl.io", "federatedexperiments"): ["get", "list", "watch", "create"],
+        ("", "pods"): ["get", "list"],
+        ("", "pods/log"): ["get"],
     }
 
 
