@@ -229,34 +229,34 @@ def test_interrupted_run_stops_every_process_and_resumes_to_the_simulations_resu
     assert_same_arrays(model_arrays(resumed.run_dir), model_arrays(simulated.run_dir))
 
 
-def test_glm_over_the_deployment_equals_the_in_process_fit(tmp_path: Path):
+def test_glm_and_statistics_on_one_deployment_equal_the_in_process_ones(tmp_path: Path):
+    """Both jobs submitted to one running deployment (as a search submits its trials):
+    the deployment's start is paid once."""
     from medfl.results import RunStore
-    from medfl.runners._local import run_local
+    from medfl.runners._local import deployed, follow, submit_run
     from medfl.stats import glm_dict
-    from medfl.stats._federated import GLM_FILE, InProcessStats, fit_glm
+    from medfl.stats._federated import (
+        GLM_FILE,
+        STATS_FILE,
+        InProcessStats,
+        describe_federation,
+        fit_glm,
+    )
+    from medfl.tuning import FederationTrials
 
     experiment = _toy(tmp_path, glm={"formula": "outcome ~ age + bp + C(smoker)"})
-    store = RunStore(tmp_path / "glm")
-    store.create(experiment)
+    with deployed(experiment, LocalBackend(), tmp_path / "logs") as running:
+        cli = FederationTrials(running.address, running.ca).cli(tmp_path)
+        for job in ("glm", "stats"):
+            store = RunStore(tmp_path / job)
+            store.create(experiment)
+            scratch = tmp_path / f"scratch-{job}"
+            scratch.mkdir()
+            run_id = submit_run(cli, experiment, store.path, False, (180, 600), scratch, job=job)
+            follow(store, cli, run_id, None, watch=running.watch, until_result_ends=True)
+            assert store.load_result().status == "succeeded", store.load_result().error
 
-    result = run_local(experiment, LocalBackend(), store, False, None, job="glm")
-
-    assert result.status == "succeeded"
-    deployed = json.loads((store.path / GLM_FILE).read_text())
-    assert deployed == glm_dict(fit_glm(experiment, InProcessStats(experiment)))
-
-
-def test_statistics_over_the_deployment_equal_the_in_process_ones(tmp_path: Path):
-    from medfl.results import RunStore
-    from medfl.runners._local import run_local
-    from medfl.stats._federated import STATS_FILE, InProcessStats, describe_federation
-
-    experiment = _toy(tmp_path)
-    store = RunStore(tmp_path / "stats")
-    store.create(experiment)
-
-    result = run_local(experiment, LocalBackend(), store, False, None, job="stats")
-
-    assert result.status == "succeeded"
-    deployed = json.loads((store.path / STATS_FILE).read_text())
-    assert deployed == describe_federation(experiment, InProcessStats(experiment)).to_dict()
+    deployed_glm = json.loads((tmp_path / "glm" / GLM_FILE).read_text())
+    assert deployed_glm == glm_dict(fit_glm(experiment, InProcessStats(experiment)))
+    deployed_stats = json.loads((tmp_path / "stats" / STATS_FILE).read_text())
+    assert deployed_stats == describe_federation(experiment, InProcessStats(experiment)).to_dict()
