@@ -112,7 +112,8 @@ def _check_sites_here(
     transport = InProcessTransport(experiment, policies=options.policies)
     before = store.load_result() if options.resume else None
     try:
-        Federation(experiment, transport).setup(resume=site_resumes(before, experiment))
+        saved = store.load_checkpoint() if options.resume else None
+        Federation(experiment, transport).setup(resume=site_resumes(before, saved, experiment))
     except MedflError as exc:
         # a refused resume keeps the run's rounds and ε spent in result.json
         result = before or RunResult(name=experiment.name, engine=engine.name)

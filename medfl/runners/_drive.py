@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from medfl.errors import MedflError, UsageError
 from medfl.privacy import PrivacyResume
@@ -49,12 +50,17 @@ class DriveOptions:
     validation_only: bool = False
 
 
+Saved = tuple[Params, dict[str, Any], list[RoundRecord]]  # RunStore.load_checkpoint()
+
+
 def site_resumes(
-    before: RunResult | None, experiment: Experiment
+    before: RunResult | None, saved: Saved | None, experiment: Experiment
 ) -> dict[str, PrivacyResume] | None:
     """With privacy.mode local, what a resumed run tells each site of its DP so far
-    (result.json's ``privacy.sites``): the site continues that accounting."""
-    if before is None or not experiment.privacy.local:
+    (result.json's ``privacy.sites``): the site continues that accounting. A round
+    result.json has and the checkpoint lacks runs again, and its steps count again:
+    the update it released was seen."""
+    if before is None or saved is None or not experiment.privacy.local:
         return None
     sites = before.privacy.sites if before.privacy is not None else {}
     resumes = {}
@@ -70,13 +76,13 @@ def site_resumes(
             epsilon=report.epsilon,
             noise_multiplier=report.noise_multiplier,
             sample_rate=report.sample_rate,
-            rounds_done=len(before.rounds),
+            rounds_done=len(saved[2]),
         )
     return resumes
 
 
-def _start(store: RunStore, setup: Setup, before: RunResult | None) -> Checkpoint:
-    if before is None:
+def _start(setup: Setup, before: RunResult | None, saved: Saved | None) -> Checkpoint:
+    if before is None or saved is None:
         return Checkpoint(setup.start.initial(), {}, [])
     _check_same_source(before, setup)
     if setup.start.parts.local:
@@ -84,7 +90,7 @@ def _start(store: RunStore, setup: Setup, before: RunResult | None) -> Checkpoin
             "resumed: the sites' own layers (personalization) restarted from the starting "
             "model, as the server does not hold them"
         )
-    params, optimizer, rounds = store.load_checkpoint()
+    params, optimizer, rounds = saved
     central = before.privacy.central if before.privacy is not None else None
     sites = before.privacy.sites if before.privacy is not None else {}
     stopped = {n: r.stopped for n, r in sites.items() if r.stopped is not None}
@@ -272,8 +278,9 @@ def drive(
     before: RunResult | None = None  # resuming: result.json as the run left it
     try:
         before = store.load_result() if options.resume else None
-        setup = fed.setup(resume=site_resumes(before, experiment))
-        start = _start(store, setup, before)
+        saved = store.load_checkpoint() if options.resume else None
+        setup = fed.setup(resume=site_resumes(before, saved, experiment))
+        start = _start(setup, before, saved)
         _record_setup(result, setup, experiment)
         if before is not None:
             _carry_privacy(result, before, experiment)

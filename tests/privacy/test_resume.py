@@ -7,6 +7,7 @@ the cut draw what the whole run drew: ε, steps and the model are the whole run'
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,33 @@ def test_a_resumed_run_whose_budget_no_longer_fits_the_ledger_is_refused(tmp_pat
         f"site 'site-a' takes no part: the experiment needs ε = {needed:.3f} (δ = 1e-05) at "
         "this site and its policy has ε = 1.000 left of its lifetime maxEpsilon 2"
     )
+
+
+def test_a_round_the_checkpoint_lacks_runs_again_and_its_steps_count_again(
+    tmp_path: Path, run_fast: Callable[..., RunOutcome]
+) -> None:
+    # cut after result.json recorded round 2 and before its checkpoint landed: the
+    # server never saw a model with round 2 in it, but the sites did release round 2
+    spec = dp_spec(tmp_path, training={"rounds": 3})
+    cut, saved = tmp_path / "cut", tmp_path / "checkpoint-round-1.npz"
+
+    def progress(record: Any) -> None:
+        if record.round == 1:
+            shutil.copy(cut / "checkpoint.npz", saved)
+        if record.round == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fast(spec, out="cut", progress=progress)
+    shutil.copy(saved, cut / "checkpoint.npz")
+
+    run(resume=cut, baselines=False)
+
+    result = read_result(cut)
+    assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
+    for site in result["privacy"]["sites"].values():
+        per_round = site["plannedSteps"] // 3
+        assert site["steps"] == 4 * per_round  # rounds 1, 2, 2 again, 3
+        offline = epsilon_of("rdp", [(3.0, site["sampleRate"], 4 * per_round)], 1e-5)
+        assert site["epsilon"] == pytest.approx(offline, abs=1e-9)
+        assert site["epsilon"] > site["plannedEpsilon"]
