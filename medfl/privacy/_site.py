@@ -134,7 +134,8 @@ class SitePrivacy:
                 f"site {self.site!r}: cannot resume this run: its DP plan differs from the one "
                 f"the run began with (noise multiplier {was[0]!r} then, {now[0]!r} now; sample "
                 f"rate {was[1]!r} then, {now[1]!r} now; {rows} training rows now): its data "
-                "or the experiment changed since; start a new run",
+                "or the experiment changed since (more rounds change a noise calibrated for "
+                "targetEpsilon); start a new run",
                 site=self.site,
             )
         self.run, self.resumed = resume.run, resume

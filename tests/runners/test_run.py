@@ -302,7 +302,8 @@ def test_a_local_dp_resume_whose_site_data_changed_is_refused_naming_the_site(
         f"began with (noise multiplier 2.0 then, 2.0 now; sample rate {was!r} then, "
     )
     assert message.endswith(
-        "training rows now): its data or the experiment changed since; start a new run"
+        "training rows now): its data or the experiment changed since (more rounds "
+        "change a noise calibrated for targetEpsilon); start a new run"
     )
     kept = read_result(cut)  # the refusal keeps what the run did, and the ε it spent
     assert (kept["status"], kept["errorKind"]) == ("failed", "DataError")
