@@ -156,11 +156,11 @@ def _answer(
     return Message(content, reply_to=message)
 
 
-def _hello(name: str, site: _Site, _: RecordDict, context: Context) -> RecordDict:
+def _hello(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
     site.said_hello, site.preprocessor = False, None  # not ready until hello succeeds
     if _PRIVACY in context.state.config_records:
         del context.state[_PRIVACY]  # a new hello starts a new run's accountant
-    hello = site.worker.hello()
+    hello = site.worker.hello(wire.resume_of(content, name))  # or a resumed run's, as it was
     site.said_hello = True
     _keep_privacy(site.worker, context)
     return wire.hello_reply(name, hello)

@@ -24,6 +24,7 @@ from flwr.serverapp import Grid
 from medfl.data import Preprocessor, SiteSummary
 from medfl.errors import MedflError, TrainingError
 from medfl.fl import _wire as wire
+from medfl.privacy import PrivacyResume
 from medfl.spec import Experiment
 from medfl.stats import GlmTerms
 from medfl.stats._describe import Description
@@ -89,18 +90,26 @@ class GridTransport:
 
     # --- Transport ------------------------------------------------------------
 
-    def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]:
-        answers = self._first_contact(wire.HELLO, wire.hello_of, sites)
+    def hello(
+        self, sites: list[str], resume: Mapping[str, PrivacyResume] | None = None
+    ) -> dict[str, SiteHello | Exception]:
+        answers = self._first_contact(
+            wire.HELLO, wire.hello_of, sites, lambda: wire.hello_request(resume)
+        )
         self.greeted = [s for s, a in answers.items() if isinstance(a, SiteHello)]
         return answers
 
     def _first_contact(
-        self, message_type: str, read: Callable[[RecordDict], T], sites: list[str]
+        self,
+        message_type: str,
+        read: Callable[[RecordDict], T],
+        sites: list[str],
+        content: Callable[[], RecordDict] = RecordDict,
     ) -> dict[str, T | Exception]:
         """Ask every node Flower has; each reply names its site, which maps node ids to
         site names for the rest of the run."""
         nodes = self._wait_for_nodes(len(self.experiment.sites))
-        requests = {node: RecordDict() for node in nodes}
+        requests = {node: content() for node in nodes}
         replies, unanswered = self._exchange(message_type, requests, self.timeouts.startup)
         reasons = list(unanswered.values())
         answers: dict[str, T | Exception] = {}

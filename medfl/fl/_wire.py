@@ -8,6 +8,7 @@ its site, so the server can map Flower node ids to site names.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from medfl.errors import (
     PrivacyRefusal,
     TrainingError,
 )
-from medfl.privacy import PrivacySpent
+from medfl.privacy import PrivacyResume, PrivacySpent
 from medfl.stats import GlmTerms
 from medfl.stats._describe import Description
 from medfl.stats._site import DescribeRequest, GlmPlan, GlmStart
@@ -94,6 +95,26 @@ def site_of(content: RecordDict) -> str | None:
     return str(record["site"]) if record is not None else None
 
 
+def hello_request(resume: Mapping[str, PrivacyResume] | None) -> RecordDict:
+    """The hello; a resumed run's carries each site's DP as the server knew it. Node ids
+    are not yet mapped to sites, so every node gets the whole map and takes its own."""
+    if not resume:
+        return RecordDict()
+    content = RecordDict()
+    text = json.dumps({site: r.to_dict() for site, r in resume.items()})
+    content[_CONFIG] = ConfigRecord({"privacy-resume": text})
+    return content
+
+
+def resume_of(content: RecordDict, site: str) -> PrivacyResume | None:
+    """This site's part of a resumed run's hello, if any."""
+    record = content.config_records.get(_CONFIG)
+    if record is None or "privacy-resume" not in record:
+        return None
+    mine = json.loads(str(record["privacy-resume"])).get(site)
+    return None if mine is None else PrivacyResume.from_dict(mine)
+
+
 def hello_reply(site: str, hello: SiteHello) -> RecordDict:
     text: dict[str, ConfigRecordValues] = {
         "summary": hello.summary.to_json(),
@@ -101,6 +122,8 @@ def hello_reply(site: str, hello: SiteHello) -> RecordDict:
     }
     if hello.privacy is not None:  # floats in JSON: repr round-trips them exactly
         text["privacy"] = json.dumps(hello.privacy.to_dict())
+    if hello.privacy_run is not None:
+        text["privacy-run"] = hello.privacy_run
     return reply(site, hello=ConfigRecord(text))
 
 
@@ -108,7 +131,9 @@ def hello_of(content: RecordDict) -> SiteHello:
     record = content.config_records["hello"]
     summary = SiteSummary.from_json(str(record["summary"]))
     report = SiteReport.from_dict(json.loads(str(record["report"])))
-    return SiteHello(summary, report, _plan_of(record.get("privacy")))
+    run = record.get("privacy-run")
+    plan = _plan_of(record.get("privacy"))
+    return SiteHello(summary, report, plan, None if run is None else str(run))
 
 
 def _plan_of(text: object) -> Any:

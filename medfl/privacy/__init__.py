@@ -5,6 +5,13 @@ Opacus loads only where DP is on (``medfl.privacy._accountant``, ``_plan``)."""
 
 from medfl.privacy._ledger import Ledger
 from medfl.privacy._scope import SCOPE
-from medfl.privacy._site import PrivacySpent, SitePrivacy, used_columns
+from medfl.privacy._site import PrivacyResume, PrivacySpent, SitePrivacy, used_columns
 
-__all__ = ["SCOPE", "Ledger", "PrivacySpent", "SitePrivacy", "used_columns"]
+__all__ = [
+    "SCOPE",
+    "Ledger",
+    "PrivacyResume",
+    "PrivacySpent",
+    "SitePrivacy",
+    "used_columns",
+]

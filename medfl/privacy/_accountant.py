@@ -81,6 +81,12 @@ class SiteAccountant:
     def step(self, noise_multiplier: float, sample_rate: float) -> None:
         self.accountant.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
 
+    def resume(self, noise_multiplier: float, sample_rate: float, steps: int) -> None:
+        """The history of ``steps`` steps of one plan, as Opacus keeps it (consecutive
+        steps of the same noise and rate are one entry): a resumed run's ε is the whole
+        run's to the last bit."""
+        self.accountant.history = [(noise_multiplier, sample_rate, steps)] if steps else []
+
     def epsilon(self) -> float:
         return epsilon_of(self.name, self.history, self.delta)
 

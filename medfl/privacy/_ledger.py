@@ -40,6 +40,10 @@ class Ledger:
                 site=self.site,
             ) from None
 
+    def entry(self, run: str) -> dict[str, Any] | None:
+        """``run``'s entry, if this ledger has one."""
+        return next((e for e in self.entries() if e["run"] == run), None)
+
     def spent(self, excluding: str | None = None) -> float:
         """ε spent by every run but ``excluding`` (this one), added up."""
         return sum(float(e["epsilon"]) for e in self.entries() if e["run"] != excluding)

@@ -8,7 +8,8 @@ SCOPE: dict[str, list[str] | str] = {
         "every model update a site sends: each is the result of DP-SGD steps (per-example "
         "gradients clipped to maxGradNorm, Gaussian noise added) on that site's training "
         "split, and ε is that site's accountant's figure over all its steps in this "
-        "experiment (all rounds)",
+        "experiment (all rounds; a resumed run's accountant goes on from the steps taken "
+        "before it was cut)",
         "the final model and everything computed from it, as post-processing of those updates",
     ],
     "doesNotCover": [

@@ -103,6 +103,7 @@ class SitePrivacyReport(_Out):
     planned_steps: int
     rounds_contributed: int = 0
     stopped: str | None = None  # why it stopped contributing (its budget), if it did
+    run: str | None = None  # the site's ledger key for this run: a resume continues it
 
 
 class PrivacyReport(_Out):

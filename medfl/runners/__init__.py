@@ -16,7 +16,7 @@ from typing import Literal
 from medfl.errors import MedflError, UsageError
 from medfl.results import RunResult, RunStore, new_run_dir, write_outputs
 from medfl.results._store import CHECKPOINT_FILE, RESULT_FILE
-from medfl.runners._drive import DriveOptions, Progress, drive
+from medfl.runners._drive import DriveOptions, Progress, drive, failed, site_resumes
 from medfl.runners._local import LocalBackend
 from medfl.spec import Experiment
 from medfl.spec._load import resolve_paths
@@ -110,12 +110,15 @@ def _check_sites_here(
     from medfl.training import Federation, InProcessTransport
 
     transport = InProcessTransport(experiment, policies=options.policies)
+    before = store.load_result() if options.resume else None
     try:
-        Federation(experiment, transport).setup()
+        saved = store.load_checkpoint() if options.resume else None
+        Federation(experiment, transport).setup(resume=site_resumes(before, saved, experiment))
     except MedflError as exc:
-        failed = RunResult(name=experiment.name, engine=engine.name, status="failed")
-        failed.error = str(exc)
-        store.save_result(failed)
+        # a refused resume keeps the run's rounds and ε spent in result.json
+        result = before or RunResult(name=experiment.name, engine=engine.name)
+        failed(result, exc)
+        store.save_result(result)
         raise
 
 

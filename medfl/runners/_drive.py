@@ -10,8 +10,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from medfl.errors import MedflError, UsageError
+from medfl.privacy import PrivacyResume
 from medfl.results._model import PrivacyReport, RoundRecord, RunResult, SitePrivacyReport
 from medfl.results._store import RunStore
 from medfl.runners._baselines import compute_baselines
@@ -48,24 +50,51 @@ class DriveOptions:
     validation_only: bool = False
 
 
-def _start(store: RunStore, setup: Setup, resume: bool, experiment: Experiment) -> Checkpoint:
-    if not resume:
-        return Checkpoint(setup.start.initial(), {}, [])
-    if experiment.privacy.local:
-        raise UsageError(
-            "cannot resume a run with privacy.mode 'local': the sites' accountants and "
-            "ledgers are not resumed yet, so ε would be under-counted; start a new run"
+Saved = tuple[Params, dict[str, Any], list[RoundRecord]]  # RunStore.load_checkpoint()
+
+
+def site_resumes(
+    before: RunResult | None, saved: Saved | None, experiment: Experiment
+) -> dict[str, PrivacyResume] | None:
+    """With privacy.mode local, what a resumed run tells each site of its DP so far
+    (result.json's ``privacy.sites``): the site continues that accounting. A round
+    result.json has and the checkpoint lacks runs again, and its steps count again:
+    the update it released was seen."""
+    if before is None or saved is None or not experiment.privacy.local:
+        return None
+    sites = before.privacy.sites if before.privacy is not None else {}
+    resumes = {}
+    for name, report in sites.items():
+        if report.run is None:
+            raise UsageError(
+                f"cannot resume: result.json names no ledger key for site {name!r}'s DP "
+                "(a run from before medfl resumed privacy.mode 'local'); start a new run"
+            )
+        resumes[name] = PrivacyResume(
+            run=report.run,
+            steps=report.steps,
+            epsilon=report.epsilon,
+            noise_multiplier=report.noise_multiplier,
+            sample_rate=report.sample_rate,
+            rounds_done=len(saved[2]),
         )
-    before = store.load_result()
+    return resumes
+
+
+def _start(setup: Setup, before: RunResult | None, saved: Saved | None) -> Checkpoint:
+    if before is None or saved is None:
+        return Checkpoint(setup.start.initial(), {}, [])
     _check_same_source(before, setup)
     if setup.start.parts.local:
         setup.notes.append(
             "resumed: the sites' own layers (personalization) restarted from the starting "
             "model, as the server does not hold them"
         )
-    params, optimizer, rounds = store.load_checkpoint()
+    params, optimizer, rounds = saved
     central = before.privacy.central if before.privacy is not None else None
-    return Checkpoint(params, optimizer, rounds, central=central)
+    sites = before.privacy.sites if before.privacy is not None else {}
+    stopped = {n: r.stopped for n, r in sites.items() if r.stopped is not None}
+    return Checkpoint(params, optimizer, rounds, central=central, stopped=stopped)
 
 
 def _check_same_source(before: RunResult, setup: Setup) -> None:
@@ -87,6 +116,27 @@ def _record_setup(result: RunResult, setup: Setup, experiment: Experiment) -> No
     result.model = setup.start.info
     result.notes += setup.notes
     result.privacy = _privacy_report(experiment, setup.hellos, setup.start.repairs)
+
+
+def _carry_privacy(result: RunResult, before: RunResult, experiment: Experiment) -> None:
+    """A resumed run's per-site DP starts where result.json left it, so a run cut again
+    before its next round still reports every step taken; a site that takes no part now
+    keeps the figures it had."""
+    if result.privacy is None or before.privacy is None:
+        return
+    for name, was in before.privacy.sites.items():
+        now = result.privacy.sites.get(name)
+        if now is None:
+            result.privacy.sites[name] = was
+            result.notes.append(
+                f"resumed: site {name!r} takes no part in the rounds after {len(before.rounds)}; "
+                f"its ε = {was.epsilon:.3f} from the rounds before is kept"
+            )
+            continue
+        for field_name in ("epsilon", "steps", "rounds_contributed", "stopped"):
+            setattr(now, field_name, getattr(was, field_name))
+        if was.stopped is not None:  # it stays stopped: the run says so again
+            result.notes.append(_stopped_note(was.stopped, experiment))
 
 
 def _privacy_report(
@@ -121,6 +171,7 @@ def _privacy_report(
             noise_calibrated=plan.calibrated,
             planned_epsilon=plan.planned_epsilon,
             planned_steps=plan.total_steps,
+            run=hello.privacy_run,
         )
     return PrivacyReport(
         target_epsilon=privacy.target_epsilon,
@@ -164,10 +215,11 @@ def _spend(result: RunResult, record: RoundRecord, fed: Federation) -> None:
             report.rounds_contributed += 1
         if site.status == "stopped" and report.stopped is None:
             report.stopped = site.reason
-            result.notes.append(
-                f"{site.reason}; the run went on with the other sites (minSites "
-                f"{fed.experiment.min_sites})"
-            )
+            result.notes.append(_stopped_note(site.reason, fed.experiment))
+
+
+def _stopped_note(reason: str | None, experiment: Experiment) -> str:
+    return f"{reason}; the run went on with the other sites (minSites {experiment.min_sites})"
 
 
 def _describe(exc: BaseException) -> str:
@@ -223,12 +275,18 @@ def drive(
     result = RunResult(name=experiment.name, engine=options.engine)
     began = time.perf_counter()
     fed = Federation(experiment, transport)
+    before: RunResult | None = None  # resuming: result.json as the run left it
     try:
-        setup = fed.setup()
-        start = _start(store, setup, options.resume, experiment)
+        before = store.load_result() if options.resume else None
+        saved = store.load_checkpoint() if options.resume else None
+        setup = fed.setup(resume=site_resumes(before, saved, experiment))
+        start = _start(setup, before, saved)
         _record_setup(result, setup, experiment)
+        if before is not None:
+            _carry_privacy(result, before, experiment)
         result.timings["setupSeconds"] = time.perf_counter() - began
         result.rounds = list(start.rounds)
+        before = None  # from here result.json is this run's
 
         def on_round(record: RoundRecord, params: Params, optimizer: ServerOptimizer) -> None:
             result.rounds.append(record)
@@ -248,11 +306,17 @@ def drive(
             _test_and_save(fed, setup, params, result, store, options)
         result.status = "succeeded"
     except BaseException as exc:
-        result.status = "failed"
-        result.error = str(exc) if isinstance(exc, MedflError) else _describe(exc)
-        result.error_kind = _kind(exc)
+        failed(before or result, exc)
         raise
     finally:
         result.timings["totalSeconds"] = time.perf_counter() - began
-        store.save_result(result)
+        # A resume refused before its first round keeps the run's rounds and ε spent.
+        store.save_result(before or result)
     return result
+
+
+def failed(result: RunResult, exc: BaseException) -> None:
+    """``result`` as failed by ``exc``, with the reason."""
+    result.status = "failed"
+    result.error = str(exc) if isinstance(exc, MedflError) else _describe(exc)
+    result.error_kind = _kind(exc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from medfl.data import Preprocessor
 from medfl.errors import BudgetSpent, DataError, DisclosureRefusal, SiteExcluded, TrainingError
-from medfl.privacy import PrivacySpent
+from medfl.privacy import PrivacyResume, PrivacySpent
 from medfl.privacy._central import CentralNoise, central_plan, resumed
 from medfl.results._model import Evaluation, RoundRecord, SiteEvaluation, SiteRound
 from medfl.spec import Experiment
@@ -43,7 +43,9 @@ class Transport(Protocol):
     """How the server reaches the sites. Each call answers per site: a value or the
     exception that site raised (a DataError, a SiteFailure)."""
 
-    def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]: ...
+    def hello(
+        self, sites: list[str], resume: Mapping[str, PrivacyResume] | None = None
+    ) -> dict[str, SiteHello | Exception]: ...
 
     def configure(self, preprocessor: Preprocessor, base: Params) -> None: ...
 
@@ -68,6 +70,7 @@ class Checkpoint:
     optimizer: dict[str, object]
     rounds: list[RoundRecord] = field(default_factory=list)
     central: dict[str, Any] | None = None  # privacy.central as result.json had it
+    stopped: dict[str, str] = field(default_factory=dict)  # sites whose budget was spent -> why
 
 
 @dataclass
@@ -102,12 +105,15 @@ class Federation:
 
     # --- before round 1 ----------------------------------------------------
 
-    def setup(self, sites: list[str] | None = None) -> Setup:
+    def setup(
+        self, sites: list[str] | None = None, resume: Mapping[str, PrivacyResume] | None = None
+    ) -> Setup:
         """Ask every site for its aggregates; fail naming the site, or skip empty sites.
-        Then the starting model, sent with the input encoding to every site."""
+        Then the starting model, sent with the input encoding to every site. ``resume``:
+        a resumed run's sites continue their DP accounting from there."""
         weights = read_source(self.experiment)  # a bad weights file fails before any site works
         names = sites or [s.name for s in self.experiment.sites]
-        answers = self.transport.hello(names)
+        answers = self.transport.hello(names, resume)
         hard = [
             a
             for a in answers.values()
@@ -146,7 +152,7 @@ class Federation:
         if start.optimizer:
             self.optimizer.load_state(start.optimizer)
         need = min(min_sites or self.experiment.min_sites, len(setup.active))
-        self.spent, self.stopped = {}, {}
+        self.spent, self.stopped = {}, dict(start.stopped)  # a stopped site stays stopped
         self.central = self._central_noise(len(setup.active), start)
         for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
             began = time.perf_counter()

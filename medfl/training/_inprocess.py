@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TypeVar
 
 from medfl.data import Preprocessor
 from medfl.errors import MedflError
+from medfl.privacy import PrivacyResume
 from medfl.spec import Experiment
 from medfl.spec._policy import SitePolicy
 from medfl.training._federation import SiteFailure
@@ -41,8 +42,11 @@ class InProcessTransport:
             for s in experiment.sites
         }
 
-    def hello(self, sites: list[str]) -> dict[str, SiteHello | Exception]:
-        return {n: _ask(n, self.workers[n].hello) for n in sites}
+    def hello(
+        self, sites: list[str], resume: Mapping[str, PrivacyResume] | None = None
+    ) -> dict[str, SiteHello | Exception]:
+        resume = resume or {}
+        return {n: _ask(n, partial(self.workers[n].hello, resume.get(n))) for n in sites}
 
     def configure(self, preprocessor: Preprocessor, base: Params) -> None:
         for worker in self.workers.values():

@@ -23,7 +23,7 @@ from medfl.data import (
 from medfl.data._disclosure import released_report, released_summary, withheld_split
 from medfl.errors import DisclosureRefusal, EmptySiteError, TrainingError
 from medfl.models import ModelParts, build_model, model_parts
-from medfl.privacy import SitePrivacy
+from medfl.privacy import PrivacyResume, SitePrivacy
 from medfl.spec import Experiment, FedAvg
 from medfl.spec._policy import SitePolicy
 from medfl.training._local import (
@@ -49,6 +49,7 @@ class SiteHello:
     summary: SiteSummary
     report: SiteReport
     privacy: PrivacyPlan | None = None  # with privacy.mode local: what this site will spend
+    privacy_run: str | None = None  # with it: this run's key in the site's ledger (for resume)
 
 
 class SiteWorker:
@@ -84,7 +85,8 @@ class SiteWorker:
             self._table = prepare_site(site, self.experiment.data_schema, column)
         return self._table
 
-    def hello(self) -> SiteHello:
+    def hello(self, resume: PrivacyResume | None = None) -> SiteHello:
+        """``resume``: this site's DP as the server knew it, when the run is resumed."""
         table = self._load()
         if table.split_labels is not None:
             split = predefined_split(table.split_labels)
@@ -104,7 +106,7 @@ class SiteWorker:
                 site=self.name,
             )
         self._check_policy(table.report.rows)
-        self._check_privacy()
+        self._check_privacy(resume)
         schema = self.experiment.data_schema
         least = self.limits.min_cell_count
         summary = summarize(self.name, self._frames["train"], table.features, schema)
@@ -114,7 +116,9 @@ class SiteWorker:
             if (why := withheld_split(self._labels[part], least)) is not None:
                 report.withheld[part] = why
         self._withheld = report.withheld
-        return SiteHello(released_summary(summary, least), report, self.privacy.plan)
+        plan = self.privacy.plan
+        run = self.privacy.run if plan is not None else None
+        return SiteHello(released_summary(summary, least), report, plan, run)
 
     def _check_policy(self, rows: int) -> None:
         """Take part only where this site's policy allows (before anything is released)."""
@@ -126,10 +130,10 @@ class SiteWorker:
         if rows < limits.min_rows:
             self._refuse(f"fewer usable rows than its policy's minimum of {limits.min_rows}")
 
-    def _check_privacy(self) -> None:
+    def _check_privacy(self, resume: PrivacyResume | None = None) -> None:
         """The privacy policy's refusals (PrivacyRefusal), and this site's DP plan."""
         rows = len(self._labels["train"])
-        self.privacy.check(rows, local_steps(rows, self.experiment.training))
+        self.privacy.check(rows, local_steps(rows, self.experiment.training), resume)
 
     def _refuse(self, why: str) -> None:
         raise DisclosureRefusal(f"site {self.name!r} takes no part: {why}", site=self.name)

@@ -376,3 +376,39 @@ def test_glm_on_the_deployment_refuses_an_out_folder_that_holds_a_run(spec_file,
     assert main(["glm", str(spec_file), "--backend", "local", "--out", str(out)]) == 2
 
     assert f"{out} already holds a run: choose another --out folder" in capsys.readouterr().err
+
+
+def _with_privacy(spec_file: Path, **privacy: object) -> Path:
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["privacy"] = {"mode": "local", "delta": 1e-5, **privacy}
+    spec_file.write_text(yaml.safe_dump(spec))
+    return spec_file
+
+
+def test_a_local_dp_run_given_more_rounds_counts_every_step(spec_file, tmp_path, capsys):
+    from medfl.privacy._accountant import epsilon_of
+
+    out = tmp_path / "run"
+    _with_privacy(spec_file, noiseMultiplier=2.0)
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "--resume", str(out), "--rounds", "5", "--quiet"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    for site in result["privacy"]["sites"].values():
+        per_round = site["plannedSteps"] // 5  # the plan is now for 5 rounds
+        assert site["steps"] == 5 * per_round and site["roundsContributed"] == 5
+        offline = epsilon_of("rdp", [(2.0, site["sampleRate"], 5 * per_round)], 1e-5)
+        assert site["epsilon"] == pytest.approx(offline, abs=1e-9)
+
+
+def test_more_rounds_for_a_target_epsilon_run_are_refused_naming_the_sites(
+    spec_file, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    _with_privacy(spec_file, targetEpsilon=2.0)
+    assert main(["run", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--rounds", "5", "--quiet"]) == 3
+    err = capsys.readouterr().err
+    for site in ("north", "south", "east"):
+        assert f"site {site!r}: cannot resume this run: its DP plan differs" in err
+    assert "Traceback" not in err

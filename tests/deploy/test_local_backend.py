@@ -202,7 +202,10 @@ def test_site_that_trusts_another_ca_is_refused_and_named(
 def test_interrupted_run_stops_every_process_and_resumes_to_the_simulations_result(
     tmp_path: Path,
 ):
-    experiment = _toy(tmp_path, training={"rounds": 4})
+    # with local DP: the resumed run's site processes are new, so the accounting they
+    # continue (steps taken, ledger key) reaches them in the hello, over Flower
+    privacy = {"mode": "local", "noiseMultiplier": 2.0, "delta": 1e-5}
+    experiment = _toy(tmp_path, training={"rounds": 4}, privacy=privacy)
 
     def interrupt_after_round_1(record: RoundRecord) -> None:
         if record.round == 1:
@@ -227,6 +230,11 @@ def test_interrupted_run_stops_every_process_and_resumes_to_the_simulations_resu
     assert resumed.result.status == "succeeded" and len(resumed.result.rounds) == 4
     assert read_result(resumed.run_dir)["final"] == read_result(simulated.run_dir)["final"]
     assert_same_arrays(model_arrays(resumed.run_dir), model_arrays(simulated.run_dir))
+    local, fast = read_result(resumed.run_dir)["privacy"], read_result(simulated.run_dir)["privacy"]
+    for name, site in fast["sites"].items():
+        assert local["sites"][name]["epsilon"] == pytest.approx(site["epsilon"], abs=1e-9)
+        assert local["sites"][name]["steps"] == site["steps"]
+        assert local["sites"][name]["run"] == interrupted["privacy"]["sites"][name]["run"]
 
 
 def test_glm_and_statistics_on_one_deployment_equal_the_in_process_ones(tmp_path: Path):

@@ -110,10 +110,12 @@ def _weights(run_dir: Path) -> list[np.ndarray]:
 
 
 def _comparable(result: RunResult) -> dict[str, object]:
-    """Everything but timings and the engine's name."""
+    """Everything but timings, the engine's name and the sites' ledger keys (random)."""
     data = result.model_dump(exclude={"timings", "engine"})
     for record in data["rounds"]:
         record.pop("seconds")
+    for site in (data["privacy"] or {}).get("sites", {}).values():
+        assert len(site.pop("run")) == 32  # a uuid4's hex: each run its own
     return data
 
 

@@ -273,3 +273,40 @@ def test_heart_disease_example_beats_chance_and_reports_baselines(tmp_path) -> N
     assert set(result["baselines"]) == {"local", "pooled"}
     assert result["baselines"]["pooled"]["metrics"]["auc"] > 0.75
     assert len(result["rounds"]) == experiment.training.rounds
+
+
+def test_a_local_dp_resume_whose_site_data_changed_is_refused_naming_the_site(
+    tmp_path, run_fast
+) -> None:
+    spec = make_sites(
+        tmp_path,
+        training={"rounds": 3},
+        privacy={"mode": "local", "noiseMultiplier": 2.0, "delta": 1e-5},
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_fast(spec, out="cut", progress=interrupt_after(2))
+    cut = tmp_path / "cut"
+    stopped = read_result(cut)
+    was = stopped["privacy"]["sites"]["site-c"]["sampleRate"]
+    data = Path(spec["sites"][2]["data"]["path"])
+    original = data.read_text()
+    data.write_text("".join(original.splitlines(keepends=True)[:-30]))  # 30 rows fewer
+
+    with pytest.raises(DataError) as refused:
+        run(resume=cut, baselines=False)
+
+    message = str(refused.value)
+    assert refused.value.site == "site-c"
+    assert message.startswith(
+        "site 'site-c': cannot resume this run: its DP plan differs from the one the run "
+        f"began with (noise multiplier 2.0 then, 2.0 now; sample rate {was!r} then, "
+    )
+    assert message.endswith(
+        "training rows now): its data or the experiment changed since (more rounds "
+        "change a noise calibrated for targetEpsilon); start a new run"
+    )
+    kept = read_result(cut)  # the refusal keeps what the run did, and the ε it spent
+    assert (kept["status"], kept["errorKind"]) == ("failed", "DataError")
+    assert kept["rounds"] == stopped["rounds"] and kept["privacy"] == stopped["privacy"]
+    data.write_text(original)
+    assert run(resume=cut, baselines=False).result.status == "succeeded"
