@@ -57,8 +57,8 @@ serve: $(STAMP) ## the web service and page on http://127.0.0.1:8000 (the demo's
 transfer-example: $(STAMP) ## the transfer-learning example: two hospitals train, two others start from it
 	MEDFL=$(VENV)/bin/medfl bash examples/transfer-learning/run.sh
 
-test: $(STAMP) $(HELM) chromium ## run the whole test suite (Flower/Ray tests included)
-	$(PY) -m pytest
+test: $(STAMP) $(HELM) chromium ## run the whole test suite (Flower/Ray tests included), on two workers
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-fast: $(STAMP) $(HELM) chromium ## the suite without the slow tests (Ray; the deployment's processes)
 	$(PY) -m pytest -m "not ray and not deploy"

@@ -32,6 +32,19 @@ def run_fast(tmp_path: Path) -> Callable[..., RunOutcome]:
     return _run
 
 
+# --- two workers (make test: pytest -n 2 --dist loadgroup) --------------------
+# Tests that start Flower's or Ray's processes run one after another on one worker: they
+# check that no deployment process is left (tests/deploy/conftest.py), use free ports
+# and need the CPU; the rest run beside them on the other worker.
+PROCESS_MARKERS = ("deploy", "ray")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(m) for m in PROCESS_MARKERS):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
 # --- a time budget per test file --------------------------------------------
 # `make test` must stay under 10 minutes on 2 cores. Each file has a budget (seconds,
 # setup and teardown included); the summary lists the files and flags any over budget.
