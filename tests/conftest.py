@@ -39,10 +39,10 @@ def run_fast(tmp_path: Path) -> Callable[..., RunOutcome]:
 PROCESS_MARKERS = ("deploy", "ray")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if any(item.get_closest_marker(m) for m in PROCESS_MARKERS):
-            item.add_marker(pytest.mark.xdist_group("processes"))
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """As each test is collected: before xdist reads the groups."""
+    if any(item.get_closest_marker(m) for m in PROCESS_MARKERS):
+        item.add_marker(pytest.mark.xdist_group("processes"))
 
 
 # --- a time budget per test file --------------------------------------------

@@ -110,9 +110,16 @@ def test_while_the_run_goes_on_the_status_follows_the_jobs_progress_lines(
 
 
 def test_kopfs_liveness_endpoint_answers(cluster: Cluster) -> None:
-    """The chart's livenessProbe asks this (kopf run --liveness)."""
-    response = urllib3.request("GET", cluster.liveness, timeout=5)
-    assert response.status == 200
+    """The chart's livenessProbe asks this (kopf run --liveness): it answers once kopf
+    has started (the first test of a worker may come before that)."""
+
+    def answer() -> int | None:
+        try:
+            return int(urllib3.request("GET", cluster.liveness, timeout=5, retries=False).status)
+        except urllib3.exceptions.HTTPError:
+            return None
+
+    assert wait_for(answer, 15, "kopf's liveness endpoint") == 200
 
 
 def _replicas(cluster: Cluster, name: str) -> int:
