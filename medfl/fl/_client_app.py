@@ -21,10 +21,11 @@ from flwr.clientapp import ClientApp
 
 from medfl.errors import SpecError
 from medfl.fl import _wire as wire
-from medfl.spec import Experiment, parse_experiment, with_site_data
+from medfl.fl._secagg import answer_securely, is_secure
+from medfl.spec import Experiment, SecureAggregation, parse_experiment, with_site_data
 from medfl.spec._policy import SitePolicy, load_policy
 from medfl.stats._site import StatsSite
-from medfl.training import SiteWorker
+from medfl.training import LocalUpdate, Params, SiteWorker
 
 T = TypeVar("T")
 RUN_CONFIG_KEY = "medfl-experiment"  # where a deployed run carries the spec (JSON)
@@ -184,14 +185,34 @@ def _configure(name: str, site: _Site, content: RecordDict, context: Context) ->
 
 def _fit(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
     server_round = int(wire.config_of(content)["server-round"])  # type: ignore[arg-type]
+    site.worker.privacy.check_plain_update()
+    return wire.update_reply(name, _train(site, context, server_round, wire.params_of(content)))
+
+
+def _train(site: _Site, context: Context, server_round: int, params: Params) -> LocalUpdate:
+    """One round's local training, plain or under SecAgg+'s masks."""
     worker = _ready(site, context)
     try:
-        update = worker.fit(server_round, wire.params_of(content))
+        update = worker.fit(server_round, params)
     finally:  # steps taken count, even when the round then failed
         _keep_privacy(worker, context)
     if worker.keeps_local:
         context.state[_LOCAL] = wire.params_record(worker.local_params())
-    return wire.update_reply(name, update)
+    return update
+
+
+def _secure_trainer(
+    spec: Callable[[Context], str], policies: Mapping[str, Path]
+) -> Callable[[Context, int, Params], tuple[str, LocalUpdate, SecureAggregation]]:
+    def train(
+        context: Context, server_round: int, params: Params
+    ) -> tuple[str, LocalUpdate, SecureAggregation]:
+        text = spec(context)
+        name, site = _site(text, context, policies)
+        update = _train(site, context, server_round, params)
+        return name, update, _experiment(text)[1].privacy.secure_aggregation
+
+    return train
 
 
 def _evaluate(name: str, site: _Site, content: RecordDict, context: Context) -> RecordDict:
@@ -269,7 +290,15 @@ def make_client_app(
 
     for name, (lookup, handle) in _QUERIES.items():  # message type "query.<name>"
         app.query(name)(handler(lookup, handle))
-    app.train()(handler(_site, _fit))
+    plain = handler(_site, _fit)
+    trainer = _secure_trainer(spec, files)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        if is_secure(message):  # a SecAgg+ stage: Flower's mod runs it, we train inside
+            return answer_securely(message, context, trainer)
+        return plain(message, context)
+
     app.evaluate()(handler(_site, _evaluate))
     return app
 

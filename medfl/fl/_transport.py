@@ -30,6 +30,7 @@ from medfl.stats import GlmTerms
 from medfl.stats._describe import Description
 from medfl.stats._site import DescribeRequest, GlmPlan, GlmStart
 from medfl.training import LocalUpdate, Metrics, Params, SiteFailure, SiteHello
+from medfl.training._secure import SecureRequest, SecureSum
 from medfl.training._site import SplitName
 
 T = TypeVar("T")
@@ -154,6 +155,18 @@ class GridTransport:
             group=str(server_round),
         )
         return {s: _decoded(s, a, wire.update_of) for s, a in answers.items()}
+
+    def secure_fit(self, request: SecureRequest, params: Params, sites: list[str]) -> SecureSum:
+        """The round's training under SecAgg+ (Flower's workflow): the weighted mean of
+        the sites' masked changes, and each site's plain metadata."""
+        from medfl.fl._secagg import secure_round
+
+        nodes = {self.nodes[s]: s for s in sites if s in self.nodes}
+        secure = self.experiment.privacy.secure_aggregation
+        result = secure_round(self.grid, secure, request, params, nodes, self.timeouts.reply)
+        missing = {s: SiteFailure(s, "never answered hello") for s in sites if s not in self.nodes}
+        result.answers = {s: result.answers.get(s) or missing[s] for s in sites}
+        return result
 
     def evaluate(
         self, params: Params, split: SplitName, sites: list[str]

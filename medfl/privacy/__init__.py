@@ -4,7 +4,7 @@ experiment, the site's privacy policy and its ledger, and what ε covers.
 Opacus loads only where DP is on (``medfl.privacy._accountant``, ``_plan``)."""
 
 from medfl.privacy._ledger import Ledger
-from medfl.privacy._scope import SCOPE
+from medfl.privacy._scope import SCOPE, secured
 from medfl.privacy._site import PrivacyResume, PrivacySpent, SitePrivacy, used_columns
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "PrivacyResume",
     "PrivacySpent",
     "SitePrivacy",
+    "secured",
     "used_columns",
 ]

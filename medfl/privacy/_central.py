@@ -144,19 +144,28 @@ class CentralNoise:
         changes = [[u.astype(np.float64) - c for u, c in zip(update, current, strict=True)]
                    for update in updates]  # fmt: skip
         kept = [clipped(change, self.norm) for change in changes]
-        self.clipped_by_round.append(sum(was for _, was in kept))
+        total = [sum(change[i] for change, _ in kept) for i in range(len(current))]
+        unclipped = sum(not was for _, was in kept)
+        return self.noised(current, total, len(kept), unclipped, server_round)  # type: ignore[arg-type]
+
+    def noised(
+        self, current: Params, total: Params, updates: int, unclipped: int, server_round: int
+    ) -> Params:
+        """``current`` plus the noisy mean of ``total``, the sum of ``updates`` changes each
+        clipped to this round's norm (``unclipped`` of them needed no clipping). Secure
+        aggregation hands the sum in directly: the sites clipped their own changes."""
+        self.clipped_by_round.append(updates - unclipped)
         self.norms.append(self.norm)
         std = self.plan.update_noise * self.norm / self.sites
         rng = np.random.default_rng(
             None if self.seed is None else derive_seed(self.seed, "central-noise", server_round)
         )
         out = []
-        for i, c in enumerate(current):
-            total = sum(change[i] for change, _ in kept)
-            noisy = total / self.sites + rng.normal(0.0, std, c.shape)
+        for c, t in zip(current, total, strict=True):
+            noisy = t / self.sites + rng.normal(0.0, std, c.shape)
             out.append((c.astype(np.float64) + noisy).astype(c.dtype))
         if self.plan.adaptive is not None:
-            self.norm = self._next_norm(len(kept) - self.clipped_by_round[-1], rng)
+            self.norm = self._next_norm(unclipped, rng)
         self.rounds_done += 1
         return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 SCOPE: dict[str, list[str] | str] = {
     "unit": "one training row (a patient's record) at one site: sample-level DP, per site",
     "covers": [
@@ -36,3 +38,26 @@ SCOPE: dict[str, list[str] | str] = {
         "a site's updates are seen by the server one by one: there is no secure aggregation",
     ],
 }
+
+
+# With privacy.secureAggregation, the lines that say the server sees each update.
+_SECURED = {
+    "a site's updates are seen by the server one by one: there is no secure aggregation": (
+        "secure aggregation (SecAgg+): the server sees only the sum of the sites' updates "
+        "each round, not one site's; the ε above does not rely on it"
+    ),
+    "the server itself: it sees each site's update before the noise (there is no "
+    "secure aggregation)": (
+        "the server itself, in part: secure aggregation (SecAgg+) hides each site's clipped "
+        "change, but the server sees their exact sum before it adds the noise (the noise is "
+        "the server's to add, not the sites')"
+    ),
+}
+
+
+def secured(scope: dict[str, Any]) -> dict[str, Any]:
+    """``scope`` as it reads when the updates travel under SecAgg+'s masks."""
+    return {
+        key: [_SECURED.get(line, line) for line in value] if isinstance(value, list) else value
+        for key, value in scope.items()
+    }

@@ -96,14 +96,30 @@ class SitePrivacy:
         self.accountant: SiteAccountant | None = None
         self.resumed: PrivacyResume | None = None  # the run this hello continues, if any
 
+    @property
+    def secure(self) -> bool:
+        return self.experiment.privacy.secure_aggregation.enabled
+
+    def check_plain_update(self) -> None:
+        """A server that asks for a plain update from a site whose policy wants only
+        masked ones is refused, whatever the experiment it sent claimed."""
+        if self.policy.require_secure_aggregation:
+            self._refuse(
+                "its policy requires secure aggregation (requireSecureAggregation), and the "
+                "server asked for a plain update"
+            )
+
     # --- before training ---------------------------------------------------
 
     def check(self, rows: int, steps: int, resume: PrivacyResume | None = None) -> None:
         """Refuse (PrivacyRefusal) what the policy forbids; plan this site's DP; with
         ``resume``, continue the accounting of the run it names."""
         self._check_columns()
-        if self.policy.require_secure_aggregation:
-            self._refuse("its policy requires secure aggregation, which medfl does not offer yet")
+        if self.policy.require_secure_aggregation and not self.secure:
+            self._refuse(
+                "its policy requires secure aggregation (requireSecureAggregation), and this "
+                "experiment sends plain updates (privacy.secureAggregation.enabled is false)"
+            )
         privacy = self.experiment.privacy
         if not privacy.local:
             if self.policy.max_epsilon is not None:

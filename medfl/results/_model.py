@@ -117,7 +117,7 @@ class PrivacyReport(_Out):
     reproducible_noise: bool
     sites: dict[str, SitePrivacyReport] = Field(default_factory=dict)
     central: dict[str, Any] | None = None  # mode central: the server's mechanism, its ε
-    secure_aggregation: bool = False  # not built yet: the server sees each site's update
+    secure_aggregation: bool = False  # SecAgg+: the server saw only the sum of the updates
     repairs: list[str] = Field(default_factory=list)  # layers replaced (privacy.repairModel)
     scope: dict[str, Any] = Field(default_factory=dict)
 
@@ -181,6 +181,7 @@ class RunResult(_Out):
     features: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     privacy: PrivacyReport | None = None
+    secure_aggregation: dict[str, Any] | None = None  # SecAgg+: settings, what it protects
     simulation: SimulationReport | None = None  # the batched engine's virtual sites
 
     def comparisons(self) -> list[tuple[str, Evaluation]]:

@@ -66,13 +66,24 @@ Engine = FastEngine | FlowerEngine | LocalBackend | BatchedEngine
 
 
 def default_engine(experiment: Experiment) -> Engine:
-    """A spec with virtual sites means the batched engine; any other the fast one."""
+    """A spec with virtual sites means the batched engine; one with secure aggregation
+    Flower's (SecAgg+ needs its messages); any other the fast one."""
     simulation = experiment.simulation
     virtual = simulation is not None and simulation.virtual_sites is not None
-    return BatchedEngine() if virtual else FastEngine()
+    if virtual:
+        return BatchedEngine()
+    return FlowerEngine() if experiment.privacy.secure_aggregation.enabled else FastEngine()
 
 
 def _check_engine(experiment: Experiment, engine: Engine) -> None:
+    if experiment.privacy.secure_aggregation.enabled and isinstance(
+        engine, FastEngine | BatchedEngine
+    ):
+        raise UsageError(
+            f"privacy.secureAggregation: the {engine.name!r} engine passes updates in "
+            "memory, and SecAgg+ needs Flower's messages: run with --engine flower, "
+            "--backend local or --backend kubernetes"
+        )
     simulation = experiment.simulation
     if isinstance(engine, BatchedEngine) or simulation is None:
         return

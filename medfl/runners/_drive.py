@@ -116,6 +116,15 @@ def _record_setup(result: RunResult, setup: Setup, experiment: Experiment) -> No
     result.model = setup.start.info
     result.notes += setup.notes
     result.privacy = _privacy_report(experiment, setup.hellos, setup.start.repairs)
+    secure = experiment.privacy.secure_aggregation
+    if secure.enabled:
+        from medfl.privacy import secured
+        from medfl.training._secure import describe
+
+        result.secure_aggregation = describe(secure, len(setup.active))
+        if result.privacy is not None:
+            result.privacy.secure_aggregation = True
+            result.privacy.scope = secured(result.privacy.scope)
 
 
 def _carry_privacy(result: RunResult, before: RunResult, experiment: Experiment) -> None:
@@ -200,7 +209,10 @@ def _central_report(experiment: Experiment) -> PrivacyReport:
 
 
 def _spend(result: RunResult, record: RoundRecord, fed: Federation) -> None:
-    """A round's ε into result.privacy; a site that stopped is said in the notes."""
+    """A round's ε into result.privacy; a site that stopped is said in the notes; what
+    secure aggregation's range clipped."""
+    if result.secure_aggregation is not None:
+        result.secure_aggregation["clippedValues"] = dict(fed.clipped_values)
     if result.privacy is None:
         return
     if fed.central is not None:
@@ -284,6 +296,7 @@ def drive(
         _record_setup(result, setup, experiment)
         if before is not None:
             _carry_privacy(result, before, experiment)
+            fed.clipped_values = dict((before.secure_aggregation or {}).get("clippedValues", {}))
         result.timings["setupSeconds"] = time.perf_counter() - began
         result.rounds = list(start.rounds)
         before = None  # from here result.json is this run's

@@ -582,6 +582,50 @@ class Statistics(SpecModel):
 Accountant = Literal["rdp", "prv", "gdp"]
 
 
+class SecureAggregation(SpecModel):
+    """Flower's SecAgg+ for the model updates: the server sees only their sum."""
+
+    enabled: bool = Field(
+        default=False,
+        description="each round the sites mask their changes to the model (SecAgg+, "
+        "Flower's SecAggPlusWorkflow) so the server learns only their example-weighted "
+        "mean; needs Flower's messages (--engine flower, --backend local or kubernetes)",
+    )
+    share_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="each site's secrets are split among this share of the round's sites "
+        "(SecAgg+'s neighbourhood; 1: all of them)",
+    )
+    reconstruction_threshold: float = Field(
+        default=0.67,
+        gt=0,
+        le=1,
+        description="the share of those holders needed to rebuild a dropped site's masks; "
+        "fewer colluding with the server learn nothing about one site's update",
+    )
+    clipping_range: float = Field(
+        default=4.0,
+        gt=0,
+        description="every value a site masks (its change to each parameter, times its "
+        "share of the largest site's examples) must lie within plus or minus this; larger "
+        "ones are clipped, counted and reported",
+    )
+    quantization_bits: int = Field(
+        default=22,
+        ge=8,
+        le=26,
+        description="values are quantised to 2**bits levels over the clipping range; "
+        "masks are drawn modulo 2**32, so sites x 2**bits must stay below 2**32",
+    )
+
+    @property
+    def step(self) -> float:
+        """The quantisation step: the resolution of one site's masked value."""
+        return 2 * self.clipping_range / 2**self.quantization_bits
+
+
 class Privacy(SpecModel):
     """Differential privacy of the training. ``local``: DP-SGD at each site (Opacus),
     sample-level, with one accountant per site for the whole experiment."""
@@ -657,6 +701,12 @@ class Privacy(SpecModel):
         description="noise and batch draws derive from training.seed (runs repeat exactly); "
         "then the guarantee holds only against whoever does not know the seed. Off: fresh "
         "OS randomness at each site",
+    )
+
+    secure_aggregation: SecureAggregation = Field(
+        default_factory=SecureAggregation,
+        description="SecAgg+ for the model updates; composes with mode local and central "
+        "(the sites then clip their own changes, and the server noises the sum)",
     )
 
     @model_validator(mode="after")
@@ -784,6 +834,7 @@ class Experiment(SpecModel):
             )
         self._check_noise_bounds()
         self._check_private_model()
+        self._check_secure_aggregation()
         return self
 
     @property
@@ -821,6 +872,27 @@ class Experiment(SpecModel):
             raise ValueError(
                 f"statistics.noise.bounds: {', '.join(map(repr, extra))} is not one of the "
                 f"schema's numeric columns {numeric}"
+            )
+
+    def _check_secure_aggregation(self) -> None:
+        secure = self.privacy.secure_aggregation
+        if not secure.enabled:
+            return
+        if len(self.sites) < 2:
+            raise ValueError(
+                "privacy.secureAggregation: one site's sum is its own update; it needs at "
+                "least 2 sites"
+            )
+        if self.min_sites < 2:
+            raise ValueError(
+                f"privacy.secureAggregation: strategy.minSites {self.min_sites} would let a "
+                "round's sum be one site's update; set it to at least 2"
+            )
+        if len(self.sites) * 2**secure.quantization_bits >= 2**32:
+            raise ValueError(
+                f"privacy.secureAggregation.quantizationBits {secure.quantization_bits}: "
+                f"{len(self.sites)} sites x 2**{secure.quantization_bits} reaches the masks' "
+                "modulus 2**32 (the sum would wrap); use fewer bits"
             )
 
     def _check_private_model(self) -> None:

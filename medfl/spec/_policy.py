@@ -78,8 +78,9 @@ class PrivacyPolicy(SpecModel):
     )
     require_secure_aggregation: bool = Field(
         default=False,
-        description="take part only where the server sees no single site's update (medfl "
-        "has no secure aggregation yet: such a site refuses every training run)",
+        description="take part only where the server sees no single site's update: "
+        "experiments with privacy.secureAggregation (SecAgg+); a plain training request is "
+        "refused",
     )
 
     @model_validator(mode="after")

@@ -11,9 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
-
-import numpy as np
+from typing import Any, Literal, Protocol, cast
 
 from medfl.data import Preprocessor
 from medfl.errors import BudgetSpent, DataError, DisclosureRefusal, SiteExcluded, TrainingError
@@ -24,6 +22,7 @@ from medfl.spec import Experiment
 from medfl.training._aggregate import ServerOptimizer, weighted_average
 from medfl.training._local import LocalUpdate, Params
 from medfl.training._metrics import Metrics, unweighted, weighted
+from medfl.training._secure import SecureRequest, SecureSum, update_problem
 from medfl.training._site import SiteHello, SplitName
 from medfl.training._start import StartingModel, choose_preprocessor, read_source, starting_model
 
@@ -60,6 +59,12 @@ class Transport(Protocol):
     def personalize(
         self, params: Params, sites: list[str]
     ) -> dict[str, tuple[Metrics, int] | Exception]: ...
+
+
+class SecureTransport(Transport, Protocol):
+    """A transport whose sites can mask their updates (SecAgg+): Flower's messages."""
+
+    def secure_fit(self, request: SecureRequest, params: Params, sites: list[str]) -> SecureSum: ...
 
 
 @dataclass
@@ -102,6 +107,8 @@ class Federation:
         self.spent: dict[str, PrivacySpent] = {}  # with DP: each site's ε so far
         self.stopped: dict[str, str] = {}  # sites whose privacy budget is spent -> why
         self.central: CentralNoise | None = None  # privacy.mode central: the server's noise
+        self.max_weight = 1.0  # secure aggregation: the largest site's training rows
+        self.clipped_values: dict[str, int] = {}  # per site: values SecAgg+'s range clipped
 
     # --- before round 1 ----------------------------------------------------
 
@@ -154,6 +161,7 @@ class Federation:
         need = min(min_sites or self.experiment.min_sites, len(setup.active))
         self.spent, self.stopped = {}, dict(start.stopped)  # a stopped site stays stopped
         self.central = self._central_noise(len(setup.active), start)
+        self.max_weight = float(max(setup.hellos[n].summary.n for n in setup.active))
         for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
             began = time.perf_counter()
             params, record = self._round(r, params, setup.active, need)
@@ -168,8 +176,10 @@ class Federation:
         sites = {n: SiteRound(status="stopped", reason=why) for n, why in self.stopped.items()}
         accepted: list[tuple[Params, int]] = []
         training = [n for n in active if n not in self.stopped]
-        for name, answer in self.transport.fit(r, params, training).items():
-            sites[name] = _site_round(answer, params)
+        masked = self._secure_fit(r, params, training) if self.secure else None
+        answers = masked.answers if masked else self.transport.fit(r, params, training)
+        for name, answer in answers.items():
+            sites[name] = _site_round(answer, params, masked is not None)
             if isinstance(answer, BudgetSpent):  # it trains no more; it still evaluates
                 self.stopped[name] = str(answer)
                 continue
@@ -189,7 +199,10 @@ class Federation:
                 f"round {r}: only {len(accepted)} site(s) returned a usable update and "
                 f"minSites is {need} ({detail})"
             )
-        params = self.optimizer.apply(params, self._aggregate(r, params, accepted))
+        average = (
+            self._unmasked(r, params, masked) if masked else self._aggregate(r, params, accepted)
+        )
+        params = self.optimizer.apply(params, average)
         per_site = []
         for name, scored in self.transport.evaluate(params, "validation", active).items():
             if isinstance(scored, DisclosureRefusal):  # the site's hello report says so
@@ -207,6 +220,34 @@ class Federation:
         if self.central is None:
             return weighted_average(accepted)
         return self.central.aggregate(params, [p for p, _ in accepted], r)
+
+    @property
+    def secure(self) -> bool:
+        return self.experiment.privacy.secure_aggregation.enabled
+
+    def _secure_fit(self, r: int, params: Params, sites: list[str]) -> SecureSum:
+        """The round's updates under SecAgg+: the server gets their weighted mean only.
+        With central DP each site clips its own change and counts once."""
+        transport = self.transport
+        if not hasattr(transport, "secure_fit"):
+            raise TrainingError(
+                "privacy.secureAggregation needs Flower's messages (SecAgg+): run with "
+                "--engine flower, --backend local or --backend kubernetes"
+            )
+        norm = self.central.norm if self.central is not None else None
+        request = SecureRequest(r, 1.0 if norm is not None else self.max_weight, norm)
+        return cast(SecureTransport, transport).secure_fit(request, params, sites)
+
+    def _unmasked(self, r: int, params: Params, masked: SecureSum) -> Params:
+        problem = masked.check(params, r, bit=self.central is not None)
+        if problem is not None:
+            raise TrainingError(problem)
+        for site, count in masked.clipped_values.items():
+            self.clipped_values[site] = self.clipped_values.get(site, 0) + count
+        if self.central is None:
+            return masked.average(params)
+        total, unclipped = masked.clipped_total()
+        return self.central.noised(params, total, masked.weight, unclipped, r)
 
     def _central_noise(self, sites: int, start: Checkpoint) -> CentralNoise | None:
         privacy, training = self.experiment.privacy, self.experiment.training
@@ -298,26 +339,13 @@ def _check_both_classes(experiment: Experiment, hellos: dict[str, SiteHello]) ->
     )
 
 
-def _update_problem(update: LocalUpdate, current: Params) -> str | None:
-    """The server's own check of an update: a site's word that it is fine is not enough."""
-    if update.problem is not None:
-        return update.problem
-    shapes = [np.shape(p) for p in update.params]
-    if shapes != [np.shape(p) for p in current]:
-        return "update does not match the model's shapes"
-    if not all(np.isfinite(p).all() for p in update.params):
-        return "update is not finite"
-    if update.num_examples < 1:
-        return "update reports no training examples"
-    return None
-
-
-def _site_round(answer: LocalUpdate | Exception, current: Params) -> SiteRound:
+def _site_round(answer: LocalUpdate | Exception, current: Params, masked: bool) -> SiteRound:
+    """``masked``: the update's values went under SecAgg+'s masks; the site checked them."""
     if isinstance(answer, BudgetSpent):
         return SiteRound(status="stopped", reason=str(answer))
     if isinstance(answer, Exception):
         return SiteRound(status="failed", reason=_reason(answer))
-    problem = _update_problem(answer, current)
+    problem = answer.problem if masked else update_problem(answer, current)
     loss = answer.loss if problem is None else None
     status: Literal["ok", "rejected"] = "ok" if problem is None else "rejected"
     return SiteRound(

@@ -78,6 +78,11 @@ def tune(
         where = InProcessTrials(ray_address, site_policies)
     elif ray_address or site_policies:
         raise UsageError("ray_address and site_policies belong in where=InProcessTrials(...)")
+    if isinstance(where, InProcessTrials) and experiment.privacy.secure_aggregation.enabled:
+        raise UsageError(
+            "privacy.secureAggregation: trials in one process pass updates in memory (the "
+            "fast engine); search over a federation (--backend local or --server) for SecAgg+"
+        )
     folder = Path(out) if out else new_run_dir(f"{experiment.name}-tune")
     if (folder / TUNING_FILE).exists():
         raise UsageError(f"{folder} already holds a search: choose another --out folder")

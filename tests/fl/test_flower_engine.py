@@ -12,6 +12,7 @@ records are bit-for-bit equal to the fast engine's (compared with ==).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -183,6 +184,7 @@ class LoopbackGrid:
         self.forgetful = forgetful  # every message meets a fresh process, as Ray may arrange
         self.undeliverable = undeliverable  # nodes gone from the server: push gives no id
         self.replies: dict[str, Message] = {}
+        self.received: list[Message] = []  # every reply the server pulled, in order
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
@@ -201,12 +203,26 @@ class LoopbackGrid:
                 if self.forgetful:
                     _client_app._SITES.clear()
                     _client_app._STATS_SITES.clear()
-                self.replies[message.metadata.message_id] = self.app(message, self.contexts[node])
+                # a copy, as over the wire: one content object may go to many nodes
+                delivered = copy.deepcopy(message)
+                self.replies[message.metadata.message_id] = self.app(delivered, self.contexts[node])
             ids.append(message.metadata.message_id)
         return ids
 
     def pull_messages(self, message_ids: list[str]) -> list[Message]:
-        return [self.replies.pop(i) for i in message_ids if i in self.replies]
+        pulled = [self.replies.pop(i) for i in message_ids if i in self.replies]
+        self.received += pulled
+        return pulled
+
+    def send_and_receive(self, messages: list[Message], *, timeout: float | None) -> list[Message]:
+        """As Flower's grids: push, then pull until every reply is in or ``timeout``."""
+        ids = [i for i in self.push_messages(messages) if i]
+        deadline = time.monotonic() + (timeout or 0.0)
+        replies = self.pull_messages(ids)
+        while len(replies) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            replies += self.pull_messages([i for i in ids if i in self.replies])
+        return replies
 
 
 @pytest.fixture(autouse=True, scope="module")
