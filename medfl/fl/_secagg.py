@@ -12,6 +12,7 @@ unmasked.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,18 @@ from medfl.training._secure import (
 )
 
 _MODULUS = 2**32  # SecAgg+'s masks are drawn modulo this (Flower's largest)
+_PROTOCOL_MODULES = {"secaggplus_workflow", "secaggplus_mod"}
+
+
+class _QuietProtocol(logging.Filter):
+    """Flower logs every stage of every site at INFO and DEBUG; medfl reports the round.
+    Warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.module not in _PROTOCOL_MODULES
+
+
+logging.getLogger("flwr").addFilter(_QuietProtocol())
 
 
 def is_secure(message: Message) -> bool:

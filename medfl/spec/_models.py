@@ -615,7 +615,7 @@ class SecureAggregation(SpecModel):
     quantization_bits: int = Field(
         default=22,
         ge=8,
-        le=26,
+        le=31,
         description="values are quantised to 2**bits levels over the clipping range; "
         "masks are drawn modulo 2**32, so sites x 2**bits must stay below 2**32",
     )

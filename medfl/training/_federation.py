@@ -161,7 +161,8 @@ class Federation:
         need = min(min_sites or self.experiment.min_sites, len(setup.active))
         self.spent, self.stopped = {}, dict(start.stopped)  # a stopped site stays stopped
         self.central = self._central_noise(len(setup.active), start)
-        self.max_weight = float(max(setup.hellos[n].summary.n for n in setup.active))
+        if self.secure:
+            self.max_weight = float(max(setup.hellos[n].summary.n for n in setup.active))
         for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
             began = time.perf_counter()
             params, record = self._round(r, params, setup.active, need)

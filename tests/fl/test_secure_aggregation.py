@@ -1,0 +1,351 @@
+"""Secure aggregation (SecAgg+, Flower's SecAggPlusWorkflow and secaggplus_mod).
+
+Over the loopback grid (every message through the real ClientApp and Flower's mod, in
+this process): the server's unmasked figure equals the sites' example-weighted mean to
+within the quantisation's bound, no reply the server receives holds one site's change,
+a run equals the plain run to within that bound, rejected and failed sites add nothing,
+and central DP with the sites clipping equals the server's own clipping. One test runs
+it on Flower's simulation engine (Ray).
+
+Tolerance: each value a site masks is quantised with stochastic rounding to
+step = 2 * clippingRange / 2**quantizationBits (1.9e-6 by default), so the unmasked
+mean is within step * sites / sum(weight / maxWeight) of the exact one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.supercore.task_identity import TaskIdentity
+
+from medfl import FastEngine, FlowerEngine, run
+from medfl.errors import TrainingError, UsageError
+from medfl.fl import _secagg
+from medfl.fl import _wire as wire
+from medfl.runners import default_engine
+from medfl.spec import Experiment, parse_experiment
+from medfl.training import Federation
+from medfl.training._secure import Contribution, SecureRequest
+from tests.fl.test_flower_engine import (
+    LoopbackGrid,
+    _configured,
+    _drive_over,
+    _experiment,
+    _site_frame,
+)
+from tests.helpers import deep_merge, make_sites, model_arrays
+from tests.privacy.helpers import write_policy
+
+SECURE = {"privacy": {"secureAggregation": {"enabled": True}}}
+STEP = 2 * 4.0 / 2**22  # the default clippingRange and quantizationBits
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _task_identity() -> None:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+
+
+def _spec(tmp_path: Path, **overrides: Any) -> Experiment:
+    return parse_experiment(make_sites(tmp_path, **deep_merge(SECURE, overrides)))
+
+
+def _plain(experiment: Experiment) -> Experiment:
+    doc = experiment.to_wire()
+    doc["privacy"]["secureAggregation"]["enabled"] = False
+    return parse_experiment(doc)
+
+
+@pytest.fixture
+def contributions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, Contribution]]:
+    """Every (round, contribution) the sites put under the masks, as they computed it."""
+    seen: list[tuple[int, Contribution]] = []
+    real = _secagg.contribution
+
+    def recording(update: Any, current: Any, request: SecureRequest, secure: Any) -> Contribution:
+        part = real(update, current, request, secure)
+        seen.append((request.server_round, part))
+        return part
+
+    monkeypatch.setattr(_secagg, "contribution", recording)
+    return seen
+
+
+def test_the_server_unmasks_the_weighted_mean_and_no_single_change(
+    tmp_path: Path, contributions: list[tuple[int, Contribution]]
+) -> None:
+    experiment = _spec(tmp_path)
+    grid = LoopbackGrid(experiment)
+    transport, params = _configured(experiment, grid)
+    grid.received.clear()
+    request = SecureRequest(server_round=1, max_weight=120.0)
+
+    masked = transport.secure_fit(request, params, ["site-a", "site-b", "site-c"])
+
+    parts = [p for _, p in contributions]
+    assert [p.weight for p in parts] == [120, 90, 60]  # the training rows, in plain
+    assert masked.weight == 270
+    exact = [sum(p.weight * p.vector[i] for p in parts) / 270 for i in range(len(params))]
+    bound = STEP * 3 / (270 / 120)
+    error = max(float(np.max(np.abs(m - e))) for m, e in zip(masked.mean, exact, strict=True))
+    assert 0 < error <= bound
+    assert max(float(np.max(np.abs(e))) for e in exact) > 100 * bound  # a real change
+    # What the server received: four stages' replies per site, no arrays in any of them,
+    # and masked vectors that read as noise, not as the site's change.
+    assert len(grid.received) == 4 * 3
+    assert all(len(r) == 0 for m in grid.received for r in m.content.array_records.values())
+    vectors = [
+        m.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
+        for m in grid.received
+        if Key.MASKED_PARAMETERS in m.content.config_records[RECORD_KEY_CONFIGS]
+    ]
+    assert len(vectors) == 3
+    for blobs, part in zip(vectors, parts, strict=True):
+        seen = [wire_array(b) for b in blobs[1:]]  # [0]: the masked weight factor
+        naive = [(s * (8.0 / 2**22) - 4.0) / (part.weight / 120) for s in seen]  # if unmasked
+        assert (
+            min(float(np.median(np.abs(n - v))) for n, v in zip(naive, part.vector, strict=True))
+            > 1.0
+        )
+
+
+def wire_array(blob: object) -> np.ndarray:
+    from flwr.common import bytes_to_ndarray
+
+    return bytes_to_ndarray(blob).astype(np.float64)  # type: ignore[arg-type]
+
+
+def test_a_secure_run_equals_the_plain_run_within_the_quantisation(tmp_path: Path) -> None:
+    experiment = _spec(tmp_path)
+    plain = _drive_over(LoopbackGrid(_plain(experiment)), _plain(experiment), tmp_path / "plain")
+
+    secure = _drive_over(LoopbackGrid(experiment), experiment, tmp_path / "secure")
+
+    assert secure.result.status == "succeeded"
+    for p, q in zip(model_arrays(plain.run_dir), model_arrays(secure.run_dir), strict=True):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-5)
+    facts = [
+        {
+            n: (s.status, s.num_examples, s.train_loss, s.steps)
+            for n, s in r.result.rounds[0].sites.items()
+        }
+        for r in (plain, secure)
+    ]
+    assert facts[0] == facts[1]  # round 1 starts from the same model: the same training
+    assert secure.result.final is not None and plain.result.final is not None
+    assert secure.result.final.metrics["accuracy"] == plain.result.final.metrics["accuracy"]
+    report = secure.result.secure_aggregation
+    assert report is not None and plain.result.secure_aggregation is None
+    assert report["clippedValues"] == {"site-a": 0, "site-b": 0, "site-c": 0}
+    assert (report["sites"], report["quantizationStep"]) == (3, STEP)
+
+
+def _flaky(tmp_path: Path, names: tuple[str, ...], **spec: Any) -> Experiment:
+    """Sites of the Flower-engine tests: delta's updates are never finite, epsilon raises."""
+    rng = np.random.default_rng(7)
+    frames = {
+        "alpha": _site_frame(rng, 120),
+        "gamma": _site_frame(rng, 140),
+        "delta": _site_frame(rng, 40, age_scale=1e30),
+        "epsilon": _site_frame(rng, 30).assign(bp=1e25),
+    }
+    return _experiment(tmp_path, {n: frames[n] for n in names}, **spec)
+
+
+def test_rejected_and_failed_sites_add_nothing_and_are_reported(tmp_path: Path) -> None:
+    names = ("alpha", "gamma", "delta", "epsilon")
+    one_round = {"rounds": 1, "localEpochs": 1, "batchSize": 16, "learningRate": 0.01}
+    strategy = {"name": "fedavg", "minSites": 2}
+    secure = _flaky(tmp_path, names, strategy=strategy, training=one_round, **SECURE)
+    plain = _plain(secure)
+
+    over_plain = _drive_over(LoopbackGrid(plain), plain, tmp_path / "plain")
+    over_secure = _drive_over(LoopbackGrid(secure), secure, tmp_path / "secure")
+
+    for record in over_secure.result.rounds:
+        assert record.sites["delta"].status == "rejected"
+        assert record.sites["delta"].reason == "local loss is not finite"
+        assert record.sites["epsilon"].status == "failed"
+        assert record.sites["epsilon"].reason == "RuntimeError: flaky site crashed"
+    for p, q in zip(
+        model_arrays(over_plain.run_dir), model_arrays(over_secure.run_dir), strict=True
+    ):
+        np.testing.assert_allclose(q, p, rtol=0, atol=4 * STEP)  # 4 sites masked; ratios sum ≥ 1
+
+
+def test_unmasking_is_refused_when_one_site_alone_sent_a_usable_update(tmp_path: Path) -> None:
+    experiment = _flaky(
+        tmp_path, ("alpha", "epsilon"), strategy={"name": "fedavg", "minSites": 2}, **SECURE
+    )
+
+    with pytest.raises(TrainingError) as error:
+        _drive_over(LoopbackGrid(experiment), experiment, tmp_path / "run")
+
+    assert str(error.value) == (
+        "round 1: secure aggregation stopped before unmasking: only 1 site(s) sent a usable "
+        "update, and the sum of fewer than 2 would be one site's own; the server learnt no sum"
+    )
+
+
+@pytest.mark.parametrize("clipping", ["fixed", "adaptive"])
+def test_central_dp_with_the_sites_clipping_equals_the_servers_clipping(
+    tmp_path: Path, clipping: str
+) -> None:
+    central = {"mode": "central", "noiseMultiplier": 0.5, "clippingNorm": 0.05, "delta": 1e-5}
+    experiment = _spec(tmp_path, privacy={**central, "clipping": clipping}, training={"rounds": 4})
+    plain = _plain(experiment)
+
+    over_plain = _drive_over(LoopbackGrid(plain), plain, tmp_path / "plain")
+    over_secure = _drive_over(LoopbackGrid(experiment), experiment, tmp_path / "secure")
+
+    was, now = over_plain.result.privacy, over_secure.result.privacy
+    assert was is not None and now is not None and was.central and now.central
+    assert now.central["clippedByRound"] == was.central["clippedByRound"]
+    assert sum(now.central["clippedByRound"]) > 0  # the sites did clip
+    np.testing.assert_allclose(
+        now.central["clippingNormByRound"], was.central["clippingNormByRound"], rtol=1e-6
+    )
+    assert now.central["epsilon"] == was.central["epsilon"]
+    for p, q in zip(
+        model_arrays(over_plain.run_dir), model_arrays(over_secure.run_dir), strict=True
+    ):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-5)
+    assert (was.secure_aggregation, now.secure_aggregation) == (False, True)
+    assert any(
+        "secure aggregation (SecAgg+) hides each site's clipped change" in line
+        for line in now.scope["doesNotCover"]
+    )
+
+
+# --- a site's policy ---------------------------------------------------------
+
+
+def _requiring(tmp_path: Path, experiment: Experiment) -> LoopbackGrid:
+    policy = write_policy(tmp_path / "policy.yaml", {"requireSecureAggregation": True})
+    grid = LoopbackGrid(experiment)
+    node = next(n for n, c in grid.contexts.items() if c.node_config["partition-id"] == 1)
+    grid.contexts[node].node_config["policy"] = str(policy)  # medfl site --policy FILE
+    return grid
+
+
+def test_a_site_requiring_secure_aggregation_refuses_a_plain_run_before_training(
+    tmp_path: Path,
+) -> None:
+    from medfl.fl import GridTransport
+
+    experiment = _plain(_spec(tmp_path))
+    grid = _requiring(tmp_path, experiment)
+
+    answers = GridTransport(grid, experiment).hello(["site-a", "site-b"])  # type: ignore[arg-type]
+
+    assert not isinstance(answers["site-a"], Exception)
+    answer = answers["site-b"]
+    assert str(answer) == (
+        "site 'site-b' takes no part: its policy requires secure aggregation "
+        "(requireSecureAggregation), and this experiment sends plain updates "
+        "(privacy.secureAggregation.enabled is false)"
+    )
+
+
+def test_a_site_requiring_secure_aggregation_trains_under_it_and_refuses_a_plain_request(
+    tmp_path: Path,
+) -> None:
+    experiment = _spec(tmp_path)
+    grid = _requiring(tmp_path, experiment)
+    transport, params = _configured(experiment, grid)
+
+    plain = transport.fit(1, params, ["site-a", "site-b"])
+    masked = transport.secure_fit(SecureRequest(1, 120.0), params, ["site-a", "site-b", "site-c"])
+
+    assert str(plain["site-b"]) == (
+        "site 'site-b' takes no part: its policy requires secure aggregation "
+        "(requireSecureAggregation), and the server asked for a plain update"
+    )
+    assert not isinstance(plain["site-a"], Exception)
+    assert masked.weight == 270 and not any(
+        isinstance(a, Exception) for a in masked.answers.values()
+    )
+
+
+# --- where it runs --------------------------------------------------------------
+
+
+def test_engines_without_messages_refuse_it_and_flowers_is_the_default(tmp_path: Path) -> None:
+    experiment = _spec(tmp_path)
+
+    with pytest.raises(UsageError) as error:
+        run(experiment, engine=FastEngine(), out=tmp_path / "fast")
+
+    assert str(error.value) == (
+        "privacy.secureAggregation: the 'fast' engine passes updates in memory, and SecAgg+ "
+        "needs Flower's messages: run with --engine flower, --backend local or --backend "
+        "kubernetes"
+    )
+    assert isinstance(default_engine(experiment), FlowerEngine)
+    assert not (tmp_path / "fast").exists()
+
+
+def test_the_in_process_transport_cannot_be_asked_for_it(tmp_path: Path) -> None:
+    from medfl.training import InProcessTransport
+
+    experiment = _spec(tmp_path)
+    federation = Federation(experiment, InProcessTransport(experiment))
+    setup = federation.setup()
+    with pytest.raises(TrainingError, match="privacy.secureAggregation needs Flower's messages"):
+        federation.run_rounds(setup, _start(setup))
+
+
+def _start(setup: Any) -> Any:
+    from medfl.training import Checkpoint
+
+    return Checkpoint(setup.start.initial(), {})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"strategy": {"name": "fedavg", "minSites": 1}},
+            "strategy.minSites 1 would let a round's sum be one site's update",
+        ),
+        (
+            {"privacy": {"secureAggregation": {"quantizationBits": 31}}},
+            "3 sites x 2**31 reaches the masks' modulus 2**32",
+        ),
+    ],
+)
+def test_spec_refuses_a_secure_aggregation_that_protects_nothing(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    from medfl.errors import SpecError
+
+    with pytest.raises(SpecError, match=message.replace("*", r"\*")):
+        _spec(tmp_path, **overrides)
+
+
+def test_spec_refuses_secure_aggregation_of_one_site(tmp_path: Path) -> None:
+    from medfl.errors import SpecError
+
+    with pytest.raises(
+        SpecError, match="one site's sum is its own update; it needs at least 2 sites"
+    ):
+        parse_experiment(make_sites(tmp_path, (100,), **SECURE))
+
+
+@pytest.mark.ray
+def test_secure_aggregation_on_flowers_simulation_engine(tmp_path: Path) -> None:
+    experiment = _spec(tmp_path)
+    plain = run(_plain(experiment), engine=FastEngine(), out=tmp_path / "fast", baselines=False)
+
+    flower = run(
+        experiment, engine=FlowerEngine(num_cpus=2), out=tmp_path / "flower", baselines=False
+    )
+
+    assert flower.result.status == "succeeded"
+    assert flower.result.secure_aggregation is not None
+    for p, q in zip(model_arrays(plain.run_dir), model_arrays(flower.run_dir), strict=True):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-5)
+    assert wire.FIT == "train"  # SecAgg+'s stages share medfl's training message type
