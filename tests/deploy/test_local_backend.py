@@ -13,6 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medfl import FastEngine, run
@@ -237,9 +238,13 @@ def test_interrupted_run_stops_every_process_and_resumes_to_the_simulations_resu
         assert local["sites"][name]["run"] == interrupted["privacy"]["sites"][name]["run"]
 
 
-def test_glm_and_statistics_on_one_deployment_equal_the_in_process_ones(tmp_path: Path):
-    """Both jobs submitted to one running deployment (as a search submits its trials):
-    the deployment's start is paid once."""
+def test_glm_statistics_and_a_secure_run_on_one_deployment_equal_the_in_process_ones(
+    tmp_path: Path,
+):
+    """Three jobs submitted to one running deployment (as a search submits its trials):
+    the deployment's start is paid once. The secure run (SecAgg+ through real SuperNodes,
+    whose ClientApp processes keep the protocol's state in the node's Context) equals
+    the plain fast-engine run to within SecAgg+'s quantisation."""
     from medfl.results import RunStore
     from medfl.runners._local import deployed, follow, submit_run
     from medfl.stats import glm_dict
@@ -253,14 +258,18 @@ def test_glm_and_statistics_on_one_deployment_equal_the_in_process_ones(tmp_path
     from medfl.tuning import FederationTrials
 
     experiment = _toy(tmp_path, glm={"formula": "outcome ~ age + bp + C(smoker)"})
+    secure = _toy(
+        tmp_path, training={"rounds": 2}, privacy={"secureAggregation": {"enabled": True}}
+    )
+    jobs = {"glm": experiment, "stats": experiment, "train": secure}
     with deployed(experiment, LocalBackend(), tmp_path / "logs") as running:
         cli = FederationTrials(running.address, running.ca).cli(tmp_path)
-        for job in ("glm", "stats"):
+        for job, spec in jobs.items():
             store = RunStore(tmp_path / job)
-            store.create(experiment)
+            store.create(spec)
             scratch = tmp_path / f"scratch-{job}"
             scratch.mkdir()
-            run_id = submit_run(cli, experiment, store.path, False, (180, 600), scratch, job=job)
+            run_id = submit_run(cli, spec, store.path, False, (180, 600), scratch, job=job)
             follow(store, cli, run_id, None, watch=running.watch, until_result_ends=True)
             assert store.load_result().status == "succeeded", store.load_result().error
 
@@ -268,3 +277,11 @@ def test_glm_and_statistics_on_one_deployment_equal_the_in_process_ones(tmp_path
     assert deployed_glm == glm_dict(fit_glm(experiment, InProcessStats(experiment)))
     deployed_stats = json.loads((tmp_path / "stats" / STATS_FILE).read_text())
     assert deployed_stats == describe_federation(experiment, InProcessStats(experiment)).to_dict()
+    plain = secure.model_copy(update={"privacy": experiment.privacy})
+    fast = run(plain, engine=FastEngine(), out=tmp_path / "fast", baselines=False)
+    for p, q in zip(model_arrays(fast.run_dir), model_arrays(tmp_path / "train"), strict=True):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-5)
+    masked = read_result(tmp_path / "train")["secureAggregation"]
+    assert masked["sites"] == 3 and masked["clippedValues"] == dict.fromkeys(
+        ["site-a", "site-b", "site-c"], 0
+    )
