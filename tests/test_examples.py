@@ -49,7 +49,17 @@ def _needs_an_earlier_run(path: Path) -> bool:
 STANDALONE = [p for p in FILES if not _needs_an_earlier_run(p)]
 
 
-@pytest.mark.parametrize("path", STANDALONE, ids=[str(p.relative_to(EXAMPLES)) for p in STANDALONE])
+def _one_round_case(path: Path) -> object:
+    """Secure aggregation's example runs on Flower's simulation engine: it starts Ray."""
+    secure = load_experiment(path).privacy.secure_aggregation.enabled
+    return pytest.param(path, marks=pytest.mark.ray) if secure else path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [_one_round_case(p) for p in STANDALONE],
+    ids=[str(p.relative_to(EXAMPLES)) for p in STANDALONE],
+)
 def test_example_runs_one_round(path: Path, tmp_path: Path) -> None:
     experiment = load_experiment(path)
     short = experiment.model_copy(

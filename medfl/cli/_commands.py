@@ -231,6 +231,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     found = {"sites": reports, "skipped": empty, "errors": [], "model": model}
     if experiment.privacy.local:
         found["privacy"] = {"sites": plans, "repairs": model.pop("repairs")}
+    if experiment.privacy.secure_aggregation.enabled:
+        from medfl.training._secure import plan
+
+        found["secureAggregation"] = plan(experiment.privacy.secure_aggregation, len(reports))
     _show(args, found)
     for note in empty:
         print(
@@ -250,6 +254,14 @@ def _show(args: argparse.Namespace, found: dict) -> None:
         _print_model(found["model"])
     if "privacy" in found:
         _print_privacy(found["privacy"])
+    if "secureAggregation" in found:
+        secure = found["secureAggregation"]
+        print(
+            f"secure aggregation (SecAgg+): {secure['sites']} sites; each site's secrets in "
+            f"{secure['shares']} shares, {secure['threshold']} rebuild them; masked values "
+            f"within ±{secure['clippingRange']:g}, quantised to {secure['quantizationStep']:.3g}; "
+            "runs over Flower's messages (engine flower, --backend local or kubernetes)"
+        )
 
 
 def _print_privacy(privacy: dict) -> None:

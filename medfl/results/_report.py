@@ -76,8 +76,13 @@ def _central(privacy: PrivacyReport) -> list[str]:
         "",
         "## Privacy",
         "",
-        f"Central differential privacy: {c.get('mechanism', '')}. Each round the server "
-        f"clipped every site's update to L2 norm {c.get('clippingNorm', 0):g}, averaged over "
+        f"Central differential privacy: {c.get('mechanism', '')}. Each round "
+        + (
+            "each site clipped its own update (secure aggregation)"
+            if privacy.secure_aggregation
+            else "the server clipped every site's update"
+        )
+        + f" to L2 norm {c.get('clippingNorm', 0):g}, the server averaged over "
         f"{c.get('sites')} sites and added Gaussian noise, noise multiplier "
         f"{c.get('noiseMultiplier', 0):.4g}{chosen}; accountant `{privacy.accountant}`, "
         f"δ = {privacy.delta:g}.",
@@ -87,6 +92,29 @@ def _central(privacy: PrivacyReport) -> list[str]:
         f"{', '.join(map(str, c.get('clippedByRound', []))) or '-'}.",
     ]
     return lines + _adaptive(c) + _scope(privacy.scope)
+
+
+def _secure(secure: dict[str, Any]) -> list[str]:
+    """SecAgg+'s settings, what it protects and what not, and what its range clipped."""
+    clipped = secure.get("clippedValues", {})
+    lines = [
+        "",
+        "## Secure aggregation",
+        "",
+        f"{secure['protocol']} over {secure['sites']} sites: each site's secrets split "
+        f"into {secure['shares']} shares among its neighbours, {secure['threshold']} of them "
+        f"rebuild a dropped site's masks; values quantised to "
+        f"{secure['quantizationStep']:.3g} within ±{secure['clippingRange']:g} "
+        f"({secure['quantizationBits']} bits).",
+        "",
+        "**Protects:**",
+        "",
+    ]
+    lines += [f"- {text}" for text in secure["protects"]]
+    lines += ["", "**Does not protect:**", ""] + [f"- {t}" for t in secure["doesNotProtect"]]
+    outside = {n: c for n, c in clipped.items() if c}
+    said = ", ".join(f"{n}: {c}" for n, c in outside.items()) or "none"
+    return [*lines, "", f"Values clipped to the range, over all rounds: {said}."]
 
 
 def _adaptive(c: dict[str, Any]) -> list[str]:
@@ -134,7 +162,12 @@ def _privacy(privacy: PrivacyReport, result: RunResult) -> list[str]:
         "",
         f"Local differential privacy: DP-SGD (Opacus) at each site, {target}δ = "
         f"{privacy.delta:g}, accountant `{privacy.accountant}`; one accountant per site "
-        f"for all rounds; noise {noise}. No central DP, no secure aggregation.",
+        f"for all rounds; noise {noise}. No central DP; "
+        + (
+            "updates under secure aggregation."
+            if privacy.secure_aggregation
+            else "no secure aggregation."
+        ),
         "",
         "| site | ε spent | δ | noise multiplier | clipping | sample rate | steps | "
         "planned ε | planned steps | rounds |",
@@ -314,6 +347,8 @@ def render_report(result: RunResult, experiment: Experiment, plots: list[Path]) 
             lines += [f"- round {r}: `{n}` {s.status}: {s.reason}" for r, n, s in flagged]
     if result.privacy:
         lines += _privacy(result.privacy, result)
+    if result.secure_aggregation:
+        lines += _secure(result.secure_aggregation)
     if result.simulation:
         lines += _simulation(result.simulation)
     lines += _disclosure(result)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from medfl.errors import DisclosureRefusal, TrainingError
 from medfl.results._model import Evaluation, SiteEvaluation
-from medfl.spec import Experiment, FedAvg
+from medfl.spec import Experiment, FedAvg, SecureAggregation
 from medfl.spec._models import Privacy
 from medfl.spec._policy import PrivacyPolicy, SitePolicy
 from medfl.training import (
@@ -75,6 +75,7 @@ def compute_baselines(
     }
     # Central DP is the server's mechanism over several sites: a site alone, or the
     # pooled rows, would get noise for one "site"; the baselines train without it.
+    experiment = _in_process(experiment)
     keep = {} if not experiment.privacy.central else {"privacy": Privacy()}
     plain = experiment.model_copy(update={"strategy": FedAvg(), **keep})
     workers = _workers(plain, setup, setup.start, policies)
@@ -119,6 +120,13 @@ def _local(
             continue
         sites[name] = SiteEvaluation(metrics=metrics, num_examples=n)
     return over_sites(sites, withheld)
+
+
+def _in_process(experiment: Experiment) -> Experiment:
+    """Secure aggregation protects updates on their way to a server; baselines train in
+    this process, where there is none: their updates are summed as they are."""
+    off = experiment.privacy.model_copy(update={"secure_aggregation": SecureAggregation()})
+    return experiment.model_copy(update={"privacy": off})
 
 
 def _scratch(experiment: Experiment, setup: Setup, policies: dict[str, SitePolicy]) -> Evaluation:

@@ -166,6 +166,29 @@ class SecureSum:
         return total, round(float(self.mean[-1][0]) * self.weight)
 
 
+def shares(secure: SecureAggregation, sites: int) -> tuple[int, int]:
+    """How many shares each site's secrets are split into, and how many rebuild them,
+    as Flower's SecAggPlusWorkflow derives them from the fractions for ``sites`` sites."""
+    count = round(secure.share_fraction * sites)
+    if count < sites and count % 2 == 0:
+        count += 1  # Flower wants an odd neighbourhood: a site and pairs around it
+    if count <= 2:
+        count = sites
+    return count, max(round(secure.reconstruction_threshold * count), 2)
+
+
+def plan(secure: SecureAggregation, sites: int) -> dict[str, Any]:
+    """What medfl validate shows: the protocol's figures for this federation."""
+    count, threshold = shares(secure, sites)
+    return {
+        "sites": sites,
+        "shares": count,
+        "threshold": threshold,
+        "clippingRange": secure.clipping_range,
+        "quantizationStep": secure.step,
+    }
+
+
 def describe(secure: SecureAggregation, sites: int) -> dict[str, Any]:
     """result.json's privacy.secureAggregation: the settings and what they protect."""
     return {
@@ -176,6 +199,7 @@ def describe(secure: SecureAggregation, sites: int) -> dict[str, Any]:
         "quantizationBits": secure.quantization_bits,
         "quantizationStep": secure.step,
         "sites": sites,
+        **dict(zip(("shares", "threshold"), shares(secure, sites), strict=True)),
         "protects": [
             "each site's change to the model in every round: the server unmasks only the "
             "example-weighted mean of the changes of at least 2 sites",

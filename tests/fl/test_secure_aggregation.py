@@ -294,7 +294,7 @@ def test_the_in_process_transport_cannot_be_asked_for_it(tmp_path: Path) -> None
     experiment = _spec(tmp_path)
     federation = Federation(experiment, InProcessTransport(experiment))
     setup = federation.setup()
-    with pytest.raises(TrainingError, match="privacy.secureAggregation needs Flower's messages"):
+    with pytest.raises(TrainingError, match=r"privacy\.secureAggregation needs Flower.s messages"):
         federation.run_rounds(setup, _start(setup))
 
 
