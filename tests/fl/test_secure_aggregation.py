@@ -49,8 +49,8 @@ def _task_identity() -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
 
 
-def _spec(tmp_path: Path, **overrides: Any) -> Experiment:
-    return parse_experiment(make_sites(tmp_path, **deep_merge(SECURE, overrides)))
+def _spec(tmp_path: Path, sizes: tuple[int, ...] = (200, 150, 100), **overrides: Any) -> Experiment:
+    return parse_experiment(make_sites(tmp_path, sizes, **deep_merge(SECURE, overrides)))
 
 
 def _plain(experiment: Experiment) -> Experiment:
@@ -349,3 +349,73 @@ def test_secure_aggregation_on_flowers_simulation_engine(tmp_path: Path) -> None
     for p, q in zip(model_arrays(plain.run_dir), model_arrays(flower.run_dir), strict=True):
         np.testing.assert_allclose(q, p, rtol=0, atol=1e-5)
     assert wire.FIT == "train"  # SecAgg+'s stages share medfl's training message type
+
+
+class _DropsAtMasking(LoopbackGrid):
+    """One node's process dies when asked for its masked vector (after it shared its
+    keys), as a hospital's machine might: Flower replies an error for it."""
+
+    def __init__(self, experiment: Experiment, node: int) -> None:
+        super().__init__(experiment)
+        self.node = node
+
+    def push_messages(self, messages: list[Any]) -> list[str]:
+        from tests.fl.test_flower_engine import _ACTOR_DIED
+
+        stage = "collect_masked_vectors"
+        dying = [
+            m
+            for m in messages
+            if m.metadata.dst_node_id == self.node
+            and RECORD_KEY_CONFIGS in m.content.config_records
+            and m.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) == stage
+        ]
+        ids = super().push_messages([m for m in messages if m not in dying])
+        for message in dying:
+            from flwr.app import Message
+
+            message.metadata.__dict__["_message_id"] = f"dead-{message.metadata.group_id}"
+            self.replies[message.metadata.message_id] = Message(_ACTOR_DIED, reply_to=message)
+        order = {id(m): i for i, m in enumerate(m for m in messages if m not in dying)}
+        return [ids[order[id(m)]] if id(m) in order else m.metadata.message_id for m in messages]
+
+
+def test_a_site_that_dies_after_sharing_its_keys_is_unmasked_from_its_neighbours(
+    tmp_path: Path, contributions: list[tuple[int, Contribution]]
+) -> None:
+    experiment = _spec(tmp_path)
+    grid = _DropsAtMasking(experiment, node=893)  # site-b's node
+    transport, params = _configured(experiment, grid)
+
+    masked = transport.secure_fit(SecureRequest(1, 120.0), params, ["site-a", "site-b", "site-c"])
+
+    assert str(masked.answers["site-b"]) == "site 'site-b': dropped out of secure aggregation"
+    parts = [p for _, p in contributions]  # the two that answered
+    assert [p.weight for p in parts] == [120, 60] and masked.weight == 180
+    exact = [sum(p.weight * p.vector[i] for p in parts) / 180 for i in range(len(params))]
+    bound = STEP * 2 / (180 / 120)
+    error = max(float(np.max(np.abs(m - e))) for m, e in zip(masked.mean, exact, strict=True))
+    assert error <= bound
+
+
+def test_local_dp_updates_masked_cost_what_they_cost_in_plain(tmp_path: Path) -> None:
+    local = {"mode": "local", "noiseMultiplier": 3.0, "delta": 1e-5}
+    experiment = _spec(tmp_path, privacy=local)
+    plain = _plain(experiment)
+
+    over_plain = _drive_over(LoopbackGrid(plain), plain, tmp_path / "plain")
+    over_secure = _drive_over(LoopbackGrid(experiment), experiment, tmp_path / "secure")
+
+    was, now = over_plain.result.privacy, over_secure.result.privacy
+    assert was is not None and now is not None
+    assert {n: (s.epsilon, s.steps) for n, s in now.sites.items()} == {
+        n: (s.epsilon, s.steps) for n, s in was.sites.items()
+    }
+    assert min(s.epsilon for s in now.sites.values()) > 0
+    for p, q in zip(
+        model_arrays(over_plain.run_dir), model_arrays(over_secure.run_dir), strict=True
+    ):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-5)
+    assert now.secure_aggregation and now.scope["assumptions"][-1].startswith(
+        "secure aggregation (SecAgg+)"
+    )
