@@ -11,6 +11,7 @@ weighted mean of those vectors and, in plain, each site's weight and training me
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ class Contribution:
     vector: Params
     weight: int
     clipped_values: int = 0
+    problem: str | None = None  # why the site sent nothing: its own check of its update
 
 
 def update_problem(update: LocalUpdate, current: Params) -> str | None:
@@ -88,8 +90,9 @@ def contribution(
     update: LocalUpdate, current: Params, request: SecureRequest, secure: SecureAggregation
 ) -> Contribution:
     """This site's vector and weight for the round (nothing when its update fails the check)."""
-    if update_problem(update, current) is not None:
-        return nothing(current, request)
+    problem = update_problem(update, current)
+    if problem is not None:
+        return dataclasses.replace(nothing(current, request), problem=problem)
     pairs = zip(update.params, current, strict=True)
     change = [u.astype(np.float64) - c.astype(np.float64) for u, c in pairs]
     weight = update.num_examples
@@ -112,8 +115,8 @@ def metadata(site: str, update: LocalUpdate, part: Contribution) -> dict[str, st
         "weight": part.weight,
         "clipped-values": part.clipped_values,
     }
-    if update.problem is not None:
-        fields["problem"] = update.problem
+    if part.problem is not None:
+        fields["problem"] = part.problem
     if update.privacy is not None:
         fields["privacy"] = update.privacy.to_dict()
     return {"medfl-site": site, "medfl-update": json.dumps(fields)}

@@ -141,6 +141,13 @@ def test_a_secure_run_equals_the_plain_run_within_the_quantisation(tmp_path: Pat
     assert report is not None and plain.result.secure_aggregation is None
     assert report["clippedValues"] == {"site-a": 0, "site-b": 0, "site-c": 0}
     assert (report["sites"], report["quantizationStep"]) == (3, STEP)
+    assert (report["shares"], report["threshold"]) == (3, 2)
+    from medfl.results import render_report
+
+    text = render_report(secure.result, experiment, [])
+    assert "## Secure aggregation" in text and "## Privacy" not in text
+    assert "each site's secrets split into 3 shares among its neighbours, 2 of them" in text
+    assert "Values clipped to the range, over all rounds: none." in text
 
 
 def _flaky(tmp_path: Path, names: tuple[str, ...], **spec: Any) -> Experiment:
@@ -419,3 +426,41 @@ def test_local_dp_updates_masked_cost_what_they_cost_in_plain(tmp_path: Path) ->
     assert now.secure_aggregation and now.scope["assumptions"][-1].startswith(
         "secure aggregation (SecAgg+)"
     )
+
+
+def test_a_site_masks_nothing_for_an_update_its_own_check_rejects_and_says_why() -> None:
+    from medfl.spec import SecureAggregation
+    from medfl.training import LocalUpdate
+    from medfl.training._secure import contribution, metadata, update_from
+
+    current = [np.zeros((1, 3)), np.zeros(1)]
+    update = LocalUpdate([np.array([[0.1, np.nan, 0.2]]), np.ones(1)], 50, 0.7, 4)
+    request = SecureRequest(2, 100.0, clipping_norm=1.0)
+
+    part = contribution(update, current, request, SecureAggregation(enabled=True))
+
+    assert part.weight == 0 and part.problem == "update is not finite"
+    assert [v.tolist() for v in part.vector] == [[[0.0, 0.0, 0.0]], [0.0], [0.0]]  # + the bit
+    said, weight, clipped = update_from(metadata("site-x", update, part)["medfl-update"])
+    assert (said.problem, said.num_examples, said.params, weight, clipped) == (
+        "update is not finite",
+        50,
+        [],
+        0,
+        0,
+    )
+
+
+def test_a_sites_values_beyond_the_range_are_counted() -> None:
+    from medfl.spec import SecureAggregation
+    from medfl.training import LocalUpdate
+    from medfl.training._secure import contribution
+
+    current = [np.zeros(4)]
+    update = LocalUpdate([np.array([0.5, -9.0, 3.0, 12.0])], 100, 0.7, 4)
+
+    part = contribution(
+        update, current, SecureRequest(1, 100.0), SecureAggregation(clipping_range=4.0)
+    )
+
+    assert (part.weight, part.clipped_values) == (100, 2)  # -9 and 12 at weight 100/100
