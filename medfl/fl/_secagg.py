@@ -155,6 +155,12 @@ def secure_round(
     timeout: float,
 ) -> SecureSum:
     """One round of SecAgg+ over the sites at ``nodes`` (node id -> site)."""
+    if len(nodes) < 2:
+        raise TrainingError(
+            f"round {request.server_round}: secure aggregation needs at least 2 sites "
+            f"training, and {len(nodes)} can ({', '.join(nodes.values()) or 'none'}): one "
+            "site's sum would be its own update"
+        )
     fitins = FitIns(ndarrays_to_parameters(params), request.to_config())  # type: ignore[arg-type]
     strategy = _OneRound(dict.fromkeys(nodes, fitins), grid)
     context = LegacyContext(Context(0, 0, {}, RecordDict(), {}), strategy=strategy)

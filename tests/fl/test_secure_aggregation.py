@@ -464,3 +464,19 @@ def test_a_sites_values_beyond_the_range_are_counted() -> None:
     )
 
     assert (part.weight, part.clipped_values) == (100, 2)  # -9 and 12 at weight 100/100
+
+
+def test_a_round_with_one_site_left_training_is_refused_before_any_message(tmp_path: Path) -> None:
+    experiment = _spec(tmp_path)
+    grid = LoopbackGrid(experiment)
+    transport, params = _configured(experiment, grid)
+    grid.received.clear()
+
+    with pytest.raises(TrainingError) as error:
+        transport.secure_fit(SecureRequest(4, 120.0), params, ["site-c"])
+
+    assert str(error.value) == (
+        "round 4: secure aggregation needs at least 2 sites training, and 1 can (site-c): "
+        "one site's sum would be its own update"
+    )
+    assert grid.received == []
