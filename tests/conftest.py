@@ -56,6 +56,7 @@ TIME_BUDGETS = {
     "tests/tuning/test_search.py": 60.0,  # one Ray start, 8 trials, the best run
     "tests/deploy/test_tune_federation.py": 90.0,  # one deployment, Ray, 2 trial runs, best
     "tests/operator/test_pods_run_flower.py": 90.0,  # the operator's pods as real processes
+    "tests/test_examples.py": 60.0,  # one Ray start: the secure-aggregation example's round
 }
 DEFAULT_BUDGET = 30.0
 _spent: dict[str, float] = {}
