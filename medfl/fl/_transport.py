@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 from flwr.app import Message, RecordDict
@@ -163,7 +163,12 @@ class GridTransport:
 
         nodes = {self.nodes[s]: s for s in sites if s in self.nodes}
         secure = self.experiment.privacy.secure_aggregation
-        result = secure_round(self.grid, secure, request, params, nodes, self.timeouts.reply)
+        grid = cast(Grid, _Watched(self))
+        result = secure_round(grid, secure, request, params, nodes, self.timeouts.reply)
+        lost = self.lost()
+        for site, answer in result.answers.items():
+            if isinstance(answer, SiteFailure) and site in lost:  # why it dropped out
+                result.answers[site] = SiteFailure(site, lost[site])
         missing = {s: SiteFailure(s, "never answered hello") for s in sites if s not in self.nodes}
         result.answers = {s: result.answers.get(s) or missing[s] for s in sites}
         return result
@@ -297,6 +302,27 @@ class GridTransport:
                     f"{self.timeouts.startup:g} s"
                 )
             self.stop.wait(0.05)
+
+
+class _Watched:
+    """The grid as SecAggPlusWorkflow sees it: each stage's messages go through the
+    transport's own exchange, so a site reported lost drops out of the protocol at once
+    (its neighbours' shares unmask the others) and a stopped engine ends the round."""
+
+    def __init__(self, transport: GridTransport) -> None:
+        self.transport = transport
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        batch = list(messages)
+        if not batch:
+            return []
+        first = batch[0].metadata  # a stage sends one type, one round, to distinct nodes
+        requests = {m.metadata.dst_node_id: m.content for m in batch}
+        wait = timeout or self.transport.timeouts.reply
+        replies, _ = self.transport._exchange(first.message_type, requests, wait, first.group_id)
+        return list(replies.values())
 
 
 def _reason(exc: Exception) -> str:

@@ -214,16 +214,6 @@ class LoopbackGrid:
         self.received += pulled
         return pulled
 
-    def send_and_receive(self, messages: list[Message], *, timeout: float | None) -> list[Message]:
-        """As Flower's grids: push, then pull until every reply is in or ``timeout``."""
-        ids = [i for i in self.push_messages(messages) if i]
-        deadline = time.monotonic() + (timeout or 0.0)
-        replies = self.pull_messages(ids)
-        while len(replies) < len(ids) and time.monotonic() < deadline:
-            time.sleep(0.01)
-            replies += self.pull_messages([i for i in ids if i in self.replies])
-        return replies
-
 
 @pytest.fixture(autouse=True, scope="module")
 def _task_identity() -> None:

@@ -14,6 +14,7 @@ mean is within step * sites / sum(weight / maxWeight) of the exact one.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -360,31 +361,33 @@ def test_secure_aggregation_on_flowers_simulation_engine(tmp_path: Path) -> None
 
 class _DropsAtMasking(LoopbackGrid):
     """One node's process dies when asked for its masked vector (after it shared its
-    keys), as a hospital's machine might: Flower replies an error for it."""
+    keys), as a hospital's machine might: Flower replies an error for it, or (silent)
+    nothing comes back and the site's supervisor reports it lost."""
 
-    def __init__(self, experiment: Experiment, node: int) -> None:
+    def __init__(self, experiment: Experiment, node: int, silent: bool = False) -> None:
         super().__init__(experiment)
-        self.node = node
+        self.node, self.dies_silently = node, silent
+        self.lost: dict[str, str] = {}
 
     def push_messages(self, messages: list[Any]) -> list[str]:
+        from flwr.app import Message
+
         from tests.fl.test_flower_engine import _ACTOR_DIED
 
-        stage = "collect_masked_vectors"
-        dying = [
-            m
-            for m in messages
-            if m.metadata.dst_node_id == self.node
-            and RECORD_KEY_CONFIGS in m.content.config_records
-            and m.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) == stage
-        ]
-        ids = super().push_messages([m for m in messages if m not in dying])
-        for message in dying:
-            from flwr.app import Message
-
-            message.metadata.__dict__["_message_id"] = f"dead-{message.metadata.group_id}"
-            self.replies[message.metadata.message_id] = Message(_ACTOR_DIED, reply_to=message)
-        order = {id(m): i for i, m in enumerate(m for m in messages if m not in dying)}
-        return [ids[order[id(m)]] if id(m) in order else m.metadata.message_id for m in messages]
+        ids = []
+        for message in messages:
+            configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+            masking = configs is not None and configs.get(Key.STAGE) == "collect_masked_vectors"
+            if message.metadata.dst_node_id != self.node or not masking:
+                ids += super().push_messages([message])
+                continue
+            message.metadata.__dict__["_message_id"] = "dying"
+            ids.append("dying")
+            if self.dies_silently:
+                self.lost["site-b"] = "its process exited (code 137)"
+            else:
+                self.replies["dying"] = Message(_ACTOR_DIED, reply_to=message)
+        return ids
 
 
 def test_a_site_that_dies_after_sharing_its_keys_is_unmasked_from_its_neighbours(
@@ -403,6 +406,21 @@ def test_a_site_that_dies_after_sharing_its_keys_is_unmasked_from_its_neighbours
     bound = STEP * 2 / (180 / 120)
     error = max(float(np.max(np.abs(m - e))) for m, e in zip(masked.mean, exact, strict=True))
     assert error <= bound
+
+
+def test_a_site_reported_lost_mid_protocol_drops_out_at_once_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    experiment = _spec(tmp_path)
+    grid = _DropsAtMasking(experiment, node=893, silent=True)
+    transport, params = _configured(experiment, grid, lost=lambda: grid.lost)
+    began = time.monotonic()
+
+    masked = transport.secure_fit(SecureRequest(1, 120.0), params, ["site-a", "site-b", "site-c"])
+
+    assert time.monotonic() - began < 5  # not the 60 s reply timeout
+    assert str(masked.answers["site-b"]) == "site 'site-b': its process exited (code 137)"
+    assert masked.weight == 180
 
 
 def test_local_dp_updates_masked_cost_what_they_cost_in_plain(tmp_path: Path) -> None:
