@@ -364,9 +364,16 @@ class _DropsAtMasking(LoopbackGrid):
     keys), as a hospital's machine might: Flower replies an error for it, or (silent)
     nothing comes back and the site's supervisor reports it lost."""
 
-    def __init__(self, experiment: Experiment, node: int, silent: bool = False) -> None:
+    def __init__(
+        self,
+        experiment: Experiment,
+        node: int,
+        silent: bool = False,
+        stage: str = "collect_masked_vectors",
+        also: frozenset[int] = frozenset(),
+    ) -> None:
         super().__init__(experiment)
-        self.node, self.dies_silently = node, silent
+        self.nodes, self.dies_silently, self.stage = {node, *also}, silent, stage
         self.lost: dict[str, str] = {}
 
     def push_messages(self, messages: list[Any]) -> list[str]:
@@ -377,16 +384,17 @@ class _DropsAtMasking(LoopbackGrid):
         ids = []
         for message in messages:
             configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
-            masking = configs is not None and configs.get(Key.STAGE) == "collect_masked_vectors"
-            if message.metadata.dst_node_id != self.node or not masking:
+            dying = configs is not None and configs.get(Key.STAGE) == self.stage
+            node = message.metadata.dst_node_id
+            if node not in self.nodes or not dying:
                 ids += super().push_messages([message])
                 continue
-            message.metadata.__dict__["_message_id"] = "dying"
-            ids.append("dying")
+            message.metadata.__dict__["_message_id"] = f"dying-{node}"
+            ids.append(f"dying-{node}")
             if self.dies_silently:
                 self.lost["site-b"] = "its process exited (code 137)"
             else:
-                self.replies["dying"] = Message(_ACTOR_DIED, reply_to=message)
+                self.replies[f"dying-{node}"] = Message(_ACTOR_DIED, reply_to=message)
         return ids
 
 
@@ -498,3 +506,19 @@ def test_a_round_with_one_site_left_training_is_refused_before_any_message(tmp_p
         "one site's sum would be its own update"
     )
     assert grid.received == []
+
+
+def test_too_few_sites_left_to_rebuild_the_masks_fails_the_round_naming_the_stage(
+    tmp_path: Path,
+) -> None:
+    experiment = _spec(tmp_path)
+    grid = _DropsAtMasking(experiment, node=893, stage="share_keys", also=frozenset({886}))
+    transport, params = _configured(experiment, grid)
+
+    with pytest.raises(TrainingError) as error:
+        transport.secure_fit(SecureRequest(1, 120.0), params, ["site-a", "site-b", "site-c"])
+
+    assert str(error.value) == (
+        "round 1: secure aggregation stopped at its share keys stage: 1 of 3 site(s) "
+        "answered, and each site needs 2 neighbour(s) answering; the server learnt no sum"
+    )
