@@ -21,4 +21,5 @@ bench tuning.py "medfl tune: trials per minute, Ray Tune + Optuna against plain 
 bench privacy.py "accuracy under local DP-SGD at ε = 1, 3, 8 against no DP (FLamby heart, the DP example)"
 bench scale.py "the batched engine: 1000 and 100 000 virtual sites, label skew against IID"
 bench api.py "the web service: a run through the API against the direct run; live event delay"
+bench secure.py "secure aggregation (SecAgg+) on Flower's simulation engine against plain updates"
 exit "$status"

@@ -153,7 +153,7 @@ def round_progress(bar: Progress, task: TaskID) -> Callable[[RoundRecord], None]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from medfl.runners import run
+    from medfl.runners import check_engine, run
 
     if args.backend == "kubernetes":
         from medfl.cli._kubernetes import check_args, run_on_kubernetes
@@ -166,6 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.engine is None and args.backend != "local":
         engine = _default_engine(experiment, args.device)
     engine = dataclasses.replace(engine, site_policies=site_policies(args, experiment))
+    if not args.resume:
+        check_engine(experiment, engine)  # before the progress bar: a refusal is one line
     if args.backend == "local":
         security = "no TLS" if args.insecure else "TLS on, sites authenticated"
         console.print(

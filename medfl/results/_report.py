@@ -102,8 +102,8 @@ def _secure(secure: dict[str, Any]) -> list[str]:
         "## Secure aggregation",
         "",
         f"{secure['protocol']} over {secure['sites']} sites: each site's secrets split "
-        f"into {secure['shares']} shares among its neighbours, {secure['threshold']} of them "
-        f"rebuild a dropped site's masks; values quantised to "
+        f"into {secure['shares']} shares (one it keeps, one for each neighbour), "
+        f"{secure['threshold']} of them rebuild a dropped site's masks; values quantised to "
         f"{secure['quantizationStep']:.3g} within ±{secure['clippingRange']:g} "
         f"({secure['quantizationBits']} bits).",
         "",

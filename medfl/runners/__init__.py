@@ -28,6 +28,7 @@ __all__ = [
     "FlowerEngine",
     "LocalBackend",
     "RunOutcome",
+    "check_engine",
     "default_engine",
     "run",
 ]
@@ -75,7 +76,8 @@ def default_engine(experiment: Experiment) -> Engine:
     return FlowerEngine() if experiment.privacy.secure_aggregation.enabled else FastEngine()
 
 
-def _check_engine(experiment: Experiment, engine: Engine) -> None:
+def check_engine(experiment: Experiment, engine: Engine) -> None:
+    """Refuse (UsageError) an engine that cannot run this spec, naming the field."""
     if experiment.privacy.secure_aggregation.enabled and isinstance(
         engine, FastEngine | BatchedEngine
     ):
@@ -189,7 +191,7 @@ def run(
         raise ValueError("give an experiment or a run directory to resume")
     else:
         engine = engine or default_engine(experiment)
-        _check_engine(experiment, engine)
+        check_engine(experiment, engine)
         # Relative data paths mean the working directory now; the run directory's copy of
         # the spec (read back on resume, from anywhere) must still name the same files.
         experiment = resolve_paths(experiment, Path.cwd())

@@ -147,7 +147,7 @@ def test_a_secure_run_equals_the_plain_run_within_the_quantisation(tmp_path: Pat
 
     text = render_report(secure.result, experiment, [])
     assert "## Secure aggregation" in text and "## Privacy" not in text
-    assert "each site's secrets split into 3 shares among its neighbours, 2 of them" in text
+    assert "split into 3 shares (one it keeps, one for each neighbour), 2 of them" in text
     assert "Values clipped to the range, over all rounds: none." in text
 
 
