@@ -522,3 +522,24 @@ def test_too_few_sites_left_to_rebuild_the_masks_fails_the_round_naming_the_stag
         "round 1: secure aggregation stopped at its share keys stage: 1 of 3 site(s) "
         "answered, and each site needs 2 neighbour(s) answering; the server learnt no sum"
     )
+
+
+def test_the_cli_refuses_the_fast_engine_in_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from medfl.cli import main
+
+    spec = tmp_path / "secure.yaml"
+    spec.write_text(yaml.safe_dump(make_sites(tmp_path, **SECURE)))
+
+    code = main(["run", str(spec), "--engine", "fast", "--out", str(tmp_path / "run")])
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "medfl: error: privacy.secureAggregation: the 'fast' engine passes updates in memory, "
+        "and SecAgg+ needs Flower's messages: run with --engine flower, --backend local or "
+        "--backend kubernetes\n"
+    )
+    assert not (tmp_path / "run").exists()
