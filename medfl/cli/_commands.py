@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,8 +91,26 @@ def _experiment_for(args: argparse.Namespace) -> Experiment:
         if args.rounds < done:
             raise UsageError(f"--rounds {args.rounds}: {args.resume} already has {done} rounds")
         experiment = _overrides(experiment, args)
-        store.create(experiment)  # the run's spec now asks for the new total
     return experiment
+
+
+@contextmanager
+def _extended(args: argparse.Namespace, experiment: Experiment) -> Iterator[None]:
+    """A resumed run given more rounds: its spec asks for the new total while it runs,
+    and again says the old one if the run is refused before any new round (a site that
+    cannot continue its DP plan), so the run can still be resumed as it was."""
+    if args.resume is None or args.rounds is None:
+        yield
+        return
+    store = RunStore(args.resume)
+    before, done = store.experiment(), len(store.load_result().rounds)
+    store.create(experiment)
+    try:
+        yield
+    except MedflError:
+        if len(store.load_result().rounds) == done:
+            store.create(before)
+        raise
 
 
 def _progress_bar(console: Console) -> Progress:
@@ -174,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"starting a server and {len(experiment.sites)} site processes on this machine "
             f"({security}); round 1 starts once every site has read its data"
         )
-    with _progress_bar(console) as bar:
+    with _extended(args, experiment), _progress_bar(console) as bar:
         done = len(RunStore(args.resume).load_result().rounds) if args.resume else 0
         task = bar.add_task("rounds", total=experiment.training.rounds, completed=done, metrics="")
 

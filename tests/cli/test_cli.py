@@ -412,3 +412,5 @@ def test_more_rounds_for_a_target_epsilon_run_are_refused_naming_the_sites(
     for site in ("north", "south", "east"):
         assert f"site {site!r}: cannot resume this run: its DP plan differs" in err
     assert "Traceback" not in err
+    # the refusal leaves the run as it was: its spec still asks for its own rounds
+    assert yaml.safe_load((out / "experiment.yaml").read_text())["training"]["rounds"] == 3
