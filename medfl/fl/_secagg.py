@@ -11,11 +11,15 @@ unmasked.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.common import (
@@ -67,6 +71,32 @@ class _QuietProtocol(logging.Filter):
 
 
 logging.getLogger("flwr").addFilter(_QuietProtocol())
+
+_MASK_DOMAIN = b"medfl-secagg-masks-v1"
+
+
+def masks(seed: bytes, num_range: int, dimensions_list: list[tuple[int, ...]]) -> list[Any]:
+    """SecAgg+'s masks from the whole seed: SHAKE-256 of it, read as integers in
+    [0, num_range) (a power of 2, at most 2**32). Flower 1.42's own generator folds the
+    seed to 32 bits and draws with Mersenne Twister (flwrlabs/flower#7522, open), so a
+    server could search a site's masks out offline; both of medfl's ends use this one."""
+    if num_range & (num_range - 1) or not 0 < num_range <= 2**32:
+        raise ValueError(f"the masks' range {num_range} is not a power of 2 up to 2**32")
+    sizes = [math.prod(shape) for shape in dimensions_list]
+    stream = hashlib.shake_256(_MASK_DOMAIN + seed).digest(4 * sum(sizes))
+    values = np.frombuffer(stream, dtype="<u4").astype(np.int64) & (num_range - 1)
+    out, start = [], 0
+    for shape, size in zip(dimensions_list, sizes, strict=True):
+        out.append(values[start : start + size].reshape(shape))
+        start += size
+    return out
+
+
+for _module in (
+    "flwr.client.mod.secure_aggregation.secaggplus_mod",
+    "flwr.server.workflow.secure_aggregation.secaggplus_workflow",
+):  # the names Flower's two ends call their generator by
+    setattr(importlib.import_module(_module), "pseudo_rand_gen", masks)  # noqa: B010
 
 
 def is_secure(message: Message) -> bool:
@@ -136,7 +166,12 @@ class _Workflow(SecAggPlusWorkflow):
     ) -> bool:
         if not super().collect_masked_vectors_stage(grid, context, state):
             return False
-        weighted = [res for _, res in state.legacy_results if res.num_examples > 0]
+        # the weight each site put under the masks, as secaggplus_mod quantises it
+        quantised = [
+            round(res.num_examples / self.max_weight * self.quantization_range)
+            for _, res in state.legacy_results
+        ]
+        weighted = [q for q in quantised if q > 0]
         if len(weighted) < 2:
             self.halted = (
                 f"before unmasking: only {len(weighted)} site(s) sent a usable update, and "

@@ -163,12 +163,15 @@ class GridTransport:
 
         nodes = {self.nodes[s]: s for s in sites if s in self.nodes}
         secure = self.experiment.privacy.secure_aggregation
-        grid = cast(Grid, _Watched(self))
-        result = secure_round(grid, secure, request, params, nodes, self.timeouts.reply)
+        watched = _Watched(self)
+        result = secure_round(
+            cast(Grid, watched), secure, request, params, nodes, self.timeouts.reply
+        )
         lost = self.lost()
-        for site, answer in result.answers.items():
-            if isinstance(answer, SiteFailure) and site in lost:  # why it dropped out
-                result.answers[site] = SiteFailure(site, lost[site])
+        for node, site in nodes.items():  # why a site dropped out, where that is known
+            why = lost.get(site) or watched.unanswered.get(node)
+            if isinstance(result.answers.get(site), SiteFailure) and why:
+                result.answers[site] = SiteFailure(site, why)
         missing = {s: SiteFailure(s, "never answered hello") for s in sites if s not in self.nodes}
         result.answers = {s: result.answers.get(s) or missing[s] for s in sites}
         return result
@@ -311,6 +314,7 @@ class _Watched:
 
     def __init__(self, transport: GridTransport) -> None:
         self.transport = transport
+        self.unanswered: dict[int, str] = {}  # node -> why it gave no reply at some stage
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -321,7 +325,10 @@ class _Watched:
         first = batch[0].metadata  # a stage sends one type, one round, to distinct nodes
         requests = {m.metadata.dst_node_id: m.content for m in batch}
         wait = timeout or self.transport.timeouts.reply
-        replies, _ = self.transport._exchange(first.message_type, requests, wait, first.group_id)
+        replies, unanswered = self.transport._exchange(
+            first.message_type, requests, wait, first.group_id
+        )
+        self.unanswered.update(unanswered)
         return list(replies.values())
 
 

@@ -116,12 +116,13 @@ def _record_setup(result: RunResult, setup: Setup, experiment: Experiment) -> No
     result.model = setup.start.info
     result.notes += setup.notes
     result.privacy = _privacy_report(experiment, setup.hellos, setup.start.repairs)
-    secure = experiment.privacy.secure_aggregation
+    privacy = experiment.privacy
+    secure = privacy.secure_aggregation
     if secure.enabled:
         from medfl.privacy import secured
         from medfl.training._secure import describe
 
-        result.secure_aggregation = describe(secure, len(setup.active))
+        result.secure_aggregation = describe(secure, len(setup.active), privacy.central)
         if result.privacy is not None:
             result.privacy.secure_aggregation = True
             result.privacy.scope = secured(result.privacy.scope)

@@ -22,7 +22,7 @@ from medfl.spec import Experiment
 from medfl.training._aggregate import ServerOptimizer, weighted_average
 from medfl.training._local import LocalUpdate, Params
 from medfl.training._metrics import Metrics, unweighted, weighted
-from medfl.training._secure import SecureRequest, SecureSum, update_problem
+from medfl.training._secure import SecureRequest, SecureSum, max_weight, update_problem
 from medfl.training._site import SiteHello, SplitName
 from medfl.training._start import StartingModel, choose_preprocessor, read_source, starting_model
 
@@ -107,7 +107,7 @@ class Federation:
         self.spent: dict[str, PrivacySpent] = {}  # with DP: each site's ε so far
         self.stopped: dict[str, str] = {}  # sites whose privacy budget is spent -> why
         self.central: CentralNoise | None = None  # privacy.mode central: the server's noise
-        self.max_weight = 1.0  # secure aggregation: the largest site's training rows
+        self.max_weight = 1.0  # secure aggregation: what a site's weight is a share of
         self.clipped_values: dict[str, int] = {}  # per site: values SecAgg+'s range clipped
 
     # --- before round 1 ----------------------------------------------------
@@ -162,7 +162,8 @@ class Federation:
         self.spent, self.stopped = {}, dict(start.stopped)  # a stopped site stays stopped
         self.central = self._central_noise(len(setup.active), start)
         if self.secure:
-            self.max_weight = float(max(setup.hellos[n].summary.n for n in setup.active))
+            largest = max(setup.hellos[n].summary.n for n in setup.active)
+            self.max_weight = max_weight(largest, central=self.central is not None)
         for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
             began = time.perf_counter()
             params, record = self._round(r, params, setup.active, need)
@@ -236,7 +237,7 @@ class Federation:
                 "--engine flower, --backend local or --backend kubernetes"
             )
         norm = self.central.norm if self.central is not None else None
-        request = SecureRequest(r, 1.0 if norm is not None else self.max_weight, norm)
+        request = SecureRequest(r, self.max_weight, norm)
         return cast(SecureTransport, transport).secure_fit(request, params, sites)
 
     def _unmasked(self, r: int, params: Params, masked: SecureSum) -> Params:
@@ -247,7 +248,7 @@ class Federation:
             self.clipped_values[site] = self.clipped_values.get(site, 0) + count
         if self.central is None:
             return masked.average(params)
-        total, unclipped = masked.clipped_total()
+        total, unclipped = masked.clipped_total(self.experiment.privacy.secure_aggregation)
         return self.central.noised(params, total, masked.weight, unclipped, r)
 
     def _central_noise(self, sites: int, start: Checkpoint) -> CentralNoise | None:

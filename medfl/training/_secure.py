@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,18 @@ def update_problem(update: LocalUpdate, current: Params) -> str | None:
     return None
 
 
+def indicator(secure: SecureAggregation) -> float:
+    """Central DP's "needed no clipping" value: inside the range, however small it is."""
+    return secure.clipping_range / 2
+
+
+def max_weight(largest: int, central: bool) -> float:
+    """The weight a site's share is taken of: 1 with central DP (each site counts once),
+    else the largest site's training rows rounded up to a power of two, so the figure
+    every site is sent does not give that site's size away (it costs at most one bit)."""
+    return 1.0 if central else float(2 ** math.ceil(math.log2(max(largest, 1))))
+
+
 def nothing(current: Params, request: SecureRequest) -> Contribution:
     """A site with no usable update still answers, so the others' masks cancel: zeros
     of weight 0 add nothing to the sum."""
@@ -98,8 +111,13 @@ def contribution(
     weight = update.num_examples
     if request.clipping_norm is not None:
         change, was_clipped = clipped(change, request.clipping_norm)
-        change = [*change, np.array([0.0 if was_clipped else 1.0])]
+        change = [*change, np.array([0.0 if was_clipped else indicator(secure)])]
         weight = 1
+    if not 0 < weight <= request.max_weight:  # beyond it the masked sum would wrap
+        raise ValueError(
+            f"its weight {weight} is outside (0, {request.max_weight:g}], the largest the "
+            "server allows this round"
+        )
     share = weight / request.max_weight
     outside = sum(int(np.sum(np.abs(c * share) > secure.clipping_range)) for c in change)
     return Contribution(change, weight, outside)
@@ -163,10 +181,10 @@ class SecureSum:
         pairs = zip(current, self.mean, strict=True)
         return [(c.astype(np.float64) + m).astype(c.dtype) for c, m in pairs]
 
-    def clipped_total(self) -> tuple[Params, int]:
+    def clipped_total(self, secure: SecureAggregation) -> tuple[Params, int]:
         """Central DP: the sum of the clipped changes, and how many needed no clipping."""
         total = [m * self.weight for m in self.mean[:-1]]
-        return total, round(float(self.mean[-1][0]) * self.weight)
+        return total, round(float(self.mean[-1][0]) / indicator(secure) * self.weight)
 
 
 def shares(secure: SecureAggregation, sites: int) -> tuple[int, int]:
@@ -192,31 +210,54 @@ def plan(secure: SecureAggregation, sites: int) -> dict[str, Any]:
     }
 
 
-def describe(secure: SecureAggregation, sites: int) -> dict[str, Any]:
-    """result.json's privacy.secureAggregation: the settings and what they protect."""
+def describe(secure: SecureAggregation, sites: int, central: bool) -> dict[str, Any]:
+    """result.json's secureAggregation: the settings and what they protect."""
+    mean = (
+        "mean of the clipped changes (each site counts once)"
+        if central
+        else "example-weighted mean of the changes"
+    )
+    weights = (
+        "each site weighs 1"
+        if central
+        else "a site's weight is its training rows over the largest site's, rounded up to "
+        "a power of two"
+    )
+    count, threshold = shares(secure, sites)
     return {
         "protocol": "SecAgg+ (Bell et al., 2020) as Flower's SecAggPlusWorkflow and secaggplus_mod",
+        "masks": "SHAKE-256 of each whole seed, at both ends (Flower 1.42's own generator "
+        "folds seeds to 32 bits: flwrlabs/flower#7522); every site must run this medfl",
         "shareFraction": secure.share_fraction,
         "reconstructionThreshold": secure.reconstruction_threshold,
         "clippingRange": secure.clipping_range,
         "quantizationBits": secure.quantization_bits,
         "quantizationStep": secure.step,
         "sites": sites,
-        **dict(zip(("shares", "threshold"), shares(secure, sites), strict=True)),
+        "shares": count,
+        "threshold": threshold,
         "protects": [
-            "each site's change to the model in every round: the server unmasks only the "
-            "example-weighted mean of the changes of at least 2 sites",
+            f"each site's change to the model in every round: the server unmasks only the "
+            f"{mean} of at least 2 sites",
         ],
         "doesNotProtect": [
             "the mean itself, and so the global model (add privacy.mode central or local for that)",
             "what travels beside the masked vector, in plain: each site's example count, "
-            "training loss, steps, ε spent, and its validation and test metrics",
+            "training loss, steps, ε spent, how many of its values the range clipped, why "
+            "it sent nothing (its own check, or its error), and its validation and test "
+            "metrics; every site is also sent the weights' bound (the largest site's "
+            "training rows rounded up to a power of two)",
+            "with 2 sites, each can work out the other's change from the global models it "
+            "receives (the mean minus its own)",
+            "repeated rounds: from a fixed training.seed a site's update repeats exactly, so "
+            "a server that runs the same round over two different sets of sites (say, a "
+            "resumed round a site no longer joins) can subtract the two sums",
             "against the server together with enough sites to reach the reconstruction "
             "threshold of a site's neighbours",
             "against a server that does not follow the protocol (it is the honest-but-"
             "curious model; the sites trust the server to forward their keys)",
         ],
-        "precision": "each value is quantised with stochastic rounding to quantizationStep "
-        "(times the largest site's examples over the site's own); values beyond "
-        "clippingRange are clipped, counted in clippedValues",
+        "precision": f"each value is quantised with stochastic rounding to quantizationStep "
+        f"over the site's share ({weights}); values beyond clippingRange are clipped, "
+        "counted in clippedValues",
     }

@@ -203,7 +203,10 @@ def test_central_dp_with_the_sites_clipping_equals_the_servers_clipping(
     tmp_path: Path, clipping: str
 ) -> None:
     central = {"mode": "central", "noiseMultiplier": 0.5, "clippingNorm": 0.05, "delta": 1e-5}
-    experiment = _spec(tmp_path, privacy={**central, "clipping": clipping}, training={"rounds": 4})
+    # adaptive: a range of 0.5 (changes are about 0.01): the count's value stays inside it
+    secure = {"enabled": True, "clippingRange": 0.5 if clipping == "adaptive" else 4.0}
+    privacy = {**central, "clipping": clipping, "secureAggregation": secure}
+    experiment = _spec(tmp_path, privacy=privacy, training={"rounds": 4})
     plain = _plain(experiment)
 
     over_plain = _drive_over(LoopbackGrid(plain), plain, tmp_path / "plain")
@@ -543,3 +546,69 @@ def test_the_cli_refuses_the_fast_engine_in_one_line_before_any_work(
         "--backend kubernetes\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_masks_come_from_the_whole_seed_at_both_ends() -> None:
+    import importlib
+
+    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flowers
+
+    a, flip = bytes(range(32)), b"\x01\x02\x03\x04"
+    # the same 4 bytes XORed into two words: the 32-bit fold of b is a's
+    b = bytes(x ^ y for x, y in zip(a[:8], flip * 2, strict=True)) + a[8:]
+    shapes = [(3, 2), ()]
+
+    same = [
+        np.array_equal(x, y)
+        for x, y in zip(flowers(a, 2**32, shapes), flowers(b, 2**32, shapes), strict=True)
+    ]
+    ours = [
+        np.array_equal(x, y)
+        for x, y in zip(
+            _secagg.masks(a, 2**32, shapes), _secagg.masks(b, 2**32, shapes), strict=True
+        )
+    ]
+
+    assert same == [True, True]  # Flower 1.42's generator sees 32 bits of the seed
+    assert ours == [False, False]
+    assert [m.shape for m in _secagg.masks(a, 2**32, shapes)] == [(3, 2), ()]
+    for module in (
+        "flwr.client.mod.secure_aggregation.secaggplus_mod",
+        "flwr.server.workflow.secure_aggregation.secaggplus_workflow",
+    ):
+        assert importlib.import_module(module).pseudo_rand_gen is _secagg.masks
+
+
+def test_the_weights_are_shares_of_a_power_of_two_and_a_site_refuses_more() -> None:
+    from medfl.spec import SecureAggregation
+    from medfl.training import LocalUpdate
+    from medfl.training._secure import contribution, max_weight
+
+    assert (
+        max_weight(120, central=False),
+        max_weight(128, central=False),
+        max_weight(129, central=False),
+    ) == (128.0, 128.0, 256.0)
+    assert max_weight(500, central=True) == 1.0
+    update = LocalUpdate([np.ones(2)], 300, 0.7, 4)
+    with pytest.raises(ValueError) as error:
+        contribution(update, [np.zeros(2)], SecureRequest(1, 256.0), SecureAggregation())
+    assert (
+        str(error.value)
+        == "its weight 300 is outside (0, 256], the largest the server allows this round"
+    )
+
+
+def test_a_site_that_does_not_answer_in_time_is_reported_with_the_timeout(tmp_path: Path) -> None:
+    from medfl.fl import GridTransport, Timeouts
+    from medfl.training import Federation
+
+    experiment = _spec(tmp_path)
+    grid = _DropsAtMasking(experiment, node=893, silent=True)  # no one reports it lost
+    transport = GridTransport(grid, experiment, Timeouts(startup=5, reply=0.3))  # type: ignore[arg-type]
+    params = Federation(experiment, transport).setup().start.initial()
+
+    masked = transport.secure_fit(SecureRequest(1, 128.0), params, ["site-a", "site-b", "site-c"])
+
+    assert str(masked.answers["site-b"]) == "site 'site-b': no reply within 0.3 s"
+    assert masked.weight == 180
