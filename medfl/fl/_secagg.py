@@ -273,7 +273,10 @@ def _contribute(
 ) -> tuple[Contribution, dict[str, Any]]:
     """The site's vector and its plain metadata; whatever fails goes back as an error
     beside zeros of weight 0, so the other sites' masks still cancel."""
-    name = f"partition {context.node_config.get('partition-id')}"
+    # until the site is known: a deployed node's name, or a simulated one's partition
+    name = str(
+        context.node_config.get("site") or f"partition {context.node_config.get('partition-id')}"
+    )
     try:
         name, update, secure = train(context, request.server_round, current)
         part = contribution(update, current, request, secure)
