@@ -145,3 +145,26 @@ def interrupt_after(round_: int) -> Callable[[Any], None]:
             raise KeyboardInterrupt
 
     return progress
+
+
+def cut_before_round_2_checkpoint(
+    run_fast: Callable[..., Any], spec: dict[str, Any], out: Path
+) -> None:
+    """Run ``spec`` into ``out`` and kill it after result.json recorded round 2 but
+    before round 2's checkpoint landed (the checkpoint on disk is round 1's)."""
+    import shutil
+
+    import pytest
+
+    saved = out.parent / f"{out.name}-checkpoint-round-1.npz"
+
+    stop = interrupt_after(2)
+
+    def progress(record: Any) -> None:
+        if record.round == 1:
+            shutil.copy(out / "checkpoint.npz", saved)
+        stop(record)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fast(spec, out=out.name, progress=progress)
+    shutil.copy(saved, out / "checkpoint.npz")

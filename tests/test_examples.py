@@ -51,7 +51,7 @@ STANDALONE = [p for p in FILES if not _needs_an_earlier_run(p)]
 
 def _one_round_case(path: Path) -> object:
     """Secure aggregation's example runs on Flower's simulation engine: it starts Ray."""
-    secure = load_experiment(path).privacy.secure_aggregation.enabled
+    secure = load_experiment(path).privacy.secure
     return pytest.param(path, marks=pytest.mark.ray) if secure else path
 
 

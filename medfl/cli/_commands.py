@@ -252,7 +252,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     found = {"sites": reports, "skipped": empty, "errors": [], "model": model}
     if experiment.privacy.local:
         found["privacy"] = {"sites": plans, "repairs": model.pop("repairs")}
-    if experiment.privacy.secure_aggregation.enabled:
+    if experiment.privacy.secure:
         from medfl.training._secure import plan
 
         found["secureAggregation"] = plan(experiment.privacy.secure_aggregation, len(reports))

@@ -96,10 +96,6 @@ class SitePrivacy:
         self.accountant: SiteAccountant | None = None
         self.resumed: PrivacyResume | None = None  # the run this hello continues, if any
 
-    @property
-    def secure(self) -> bool:
-        return self.experiment.privacy.secure_aggregation.enabled
-
     def check_plain_update(self) -> None:
         """A server that asks for a plain update from a site whose policy wants only
         masked ones is refused, whatever the experiment it sent claimed."""
@@ -115,7 +111,7 @@ class SitePrivacy:
         """Refuse (PrivacyRefusal) what the policy forbids; plan this site's DP; with
         ``resume``, continue the accounting of the run it names."""
         self._check_columns()
-        if self.policy.require_secure_aggregation and not self.secure:
+        if self.policy.require_secure_aggregation and not self.experiment.privacy.secure:
             self._refuse(
                 "its policy requires secure aggregation (requireSecureAggregation), and this "
                 "experiment sends plain updates (privacy.secureAggregation.enabled is false)"

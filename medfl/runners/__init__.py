@@ -73,14 +73,12 @@ def default_engine(experiment: Experiment) -> Engine:
     virtual = simulation is not None and simulation.virtual_sites is not None
     if virtual:
         return BatchedEngine()
-    return FlowerEngine() if experiment.privacy.secure_aggregation.enabled else FastEngine()
+    return FlowerEngine() if experiment.privacy.secure else FastEngine()
 
 
 def check_engine(experiment: Experiment, engine: Engine) -> None:
     """Refuse (UsageError) an engine that cannot run this spec, naming the field."""
-    if experiment.privacy.secure_aggregation.enabled and isinstance(
-        engine, FastEngine | BatchedEngine
-    ):
+    if experiment.privacy.secure and isinstance(engine, FastEngine | BatchedEngine):
         raise UsageError(
             f"privacy.secureAggregation: the {engine.name!r} engine passes updates in "
             "memory, and SecAgg+ needs Flower's messages: run with --engine flower, "

@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 
-from medfl.errors import DisclosureRefusal, MedflError, UsageError
+from medfl.errors import DisclosureRefusal, UsageError
 from medfl.results._model import RoundRecord, RunResult, SimulationReport, SiteRound
 from medfl.results._store import RunStore
 from medfl.runners._baselines import compute_baselines
-from medfl.runners._drive import DriveOptions, _describe, _kind, _record_setup, _save_model
+from medfl.runners._drive import DriveOptions, _record_setup, _save_model, failed
 from medfl.simulation import BatchedRounds, SiteFigures, build_pool, check_supported, partition_csv
 from medfl.simulation._pool import Pool
 from medfl.spec import Experiment, Simulation
@@ -82,9 +82,7 @@ def run_batched(
             result.baselines = compute_baselines(experiment, setup, result.notes, options.policies)
         result.status = "succeeded"
     except BaseException as exc:
-        result.status = "failed"
-        result.error = str(exc) if isinstance(exc, MedflError) else _describe(exc)
-        result.error_kind = _kind(exc)
+        failed(result, exc)
         raise
     finally:
         result.timings["totalSeconds"] = time.perf_counter() - began

@@ -764,6 +764,11 @@ class Privacy(SpecModel):
         return self.mode == "central"
 
     @property
+    def secure(self) -> bool:
+        """Whether the updates travel under SecAgg+'s masks."""
+        return self.secure_aggregation.enabled
+
+    @property
     def repairs(self) -> bool:
         """Whether every place that builds the model replaces its BatchNorm layers."""
         return self.local and self.repair_model

@@ -161,7 +161,7 @@ class Federation:
         need = min(min_sites or self.experiment.min_sites, len(setup.active))
         self.spent, self.stopped = {}, dict(start.stopped)  # a stopped site stays stopped
         self.central = self._central_noise(len(setup.active), start)
-        if self.secure:
+        if self.experiment.privacy.secure:
             largest = max(setup.hellos[n].summary.n for n in setup.active)
             self.max_weight = max_weight(largest, central=self.central is not None)
         for r in range(len(start.rounds) + 1, self.experiment.training.rounds + 1):
@@ -178,7 +178,7 @@ class Federation:
         sites = {n: SiteRound(status="stopped", reason=why) for n, why in self.stopped.items()}
         accepted: list[tuple[Params, int]] = []
         training = [n for n in active if n not in self.stopped]
-        masked = self._secure_fit(r, params, training) if self.secure else None
+        masked = self._secure_fit(r, params, training) if self.experiment.privacy.secure else None
         answers = masked.answers if masked else self.transport.fit(r, params, training)
         for name, answer in answers.items():
             sites[name] = _site_round(answer, params, masked is not None)
@@ -222,10 +222,6 @@ class Federation:
         if self.central is None:
             return weighted_average(accepted)
         return self.central.aggregate(params, [p for p, _ in accepted], r)
-
-    @property
-    def secure(self) -> bool:
-        return self.experiment.privacy.secure_aggregation.enabled
 
     def _secure_fit(self, r: int, params: Params, sites: list[str]) -> SecureSum:
         """The round's updates under SecAgg+: the server gets their weighted mean only.

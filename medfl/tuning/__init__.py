@@ -78,7 +78,7 @@ def tune(
         where = InProcessTrials(ray_address, site_policies)
     elif ray_address or site_policies:
         raise UsageError("ray_address and site_policies belong in where=InProcessTrials(...)")
-    if isinstance(where, InProcessTrials) and experiment.privacy.secure_aggregation.enabled:
+    if isinstance(where, InProcessTrials) and experiment.privacy.secure:
         raise UsageError(
             "privacy.secureAggregation: trials in one process pass updates in memory (the "
             "fast engine); search over a federation (--backend local or --server) for SecAgg+"

@@ -7,7 +7,6 @@ the cut draw what the whole run drew: ε, steps and the model are the whole run'
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,13 @@ from medfl.runners._drive import DriveOptions, drive
 from medfl.spec import parse_experiment
 from medfl.spec._policy import load_policy
 from tests.fl.test_flower_engine import LoopbackGrid
-from tests.helpers import assert_same_arrays, interrupt_after, model_arrays, read_result
+from tests.helpers import (
+    assert_same_arrays,
+    cut_before_round_2_checkpoint,
+    interrupt_after,
+    model_arrays,
+    read_result,
+)
 from tests.privacy.helpers import dp_spec, write_policy
 
 
@@ -179,17 +184,8 @@ def test_a_round_the_checkpoint_lacks_runs_again_and_its_steps_count_again(
     # cut after result.json recorded round 2 and before its checkpoint landed: the
     # server never saw a model with round 2 in it, but the sites did release round 2
     spec = dp_spec(tmp_path, training={"rounds": 3})
-    cut, saved = tmp_path / "cut", tmp_path / "checkpoint-round-1.npz"
-
-    def progress(record: Any) -> None:
-        if record.round == 1:
-            shutil.copy(cut / "checkpoint.npz", saved)
-        if record.round == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_fast(spec, out="cut", progress=progress)
-    shutil.copy(saved, cut / "checkpoint.npz")
+    cut = tmp_path / "cut"
+    cut_before_round_2_checkpoint(run_fast, spec, cut)
 
     run(resume=cut, baselines=False)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from medfl.results import RunStore
 from medfl.spec import parse_experiment
 from tests.helpers import (
     assert_same_arrays,
+    cut_before_round_2_checkpoint,
     interrupt_after,
     make_sites,
     model_arrays,
@@ -191,17 +191,7 @@ def test_resume_when_the_checkpoint_lags_result_json(tmp_path, run_fast) -> None
     spec = make_sites(tmp_path, training={"rounds": 3}, strategy={"name": "fedadam"})
     whole = run_fast(spec, out="whole")
     cut = tmp_path / "cut"
-    saved = tmp_path / "checkpoint-round-1.npz"
-
-    def progress(record) -> None:
-        if record.round == 1:
-            shutil.copy(cut / "checkpoint.npz", saved)
-        if record.round == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_fast(spec, out="cut", progress=progress)
-    shutil.copy(saved, cut / "checkpoint.npz")
+    cut_before_round_2_checkpoint(run_fast, spec, cut)
     run(resume=cut, baselines=False)
     assert_same_arrays(model_arrays(whole.run_dir), model_arrays(cut))
     assert [r["round"] for r in read_result(cut)["rounds"]] == [1, 2, 3]

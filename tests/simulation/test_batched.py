@@ -179,15 +179,16 @@ def test_a_site_count_beyond_the_pool_fails_naming_the_field(tmp_path) -> None:
     )
 
 
-def test_natural_partition_by_site_and_by_a_column(tmp_path) -> None:
-    by_site = short(
-        SCALE,
-        rounds=1,
-        simulation={
-            "virtualSites": {"partitioner": {"type": "column", "column": "site"}, "count": None}
-        },
+def _by_column(column: str, out: Path):  # type: ignore[no-untyped-def]
+    partitioner = {"type": "column", "column": column}
+    spec = short(
+        SCALE, rounds=1, simulation={"virtualSites": {"partitioner": partitioner, "count": None}}
     )
-    result = run(by_site, out=tmp_path / "site", baselines=False, report=False).result
+    return run(spec, out=out, baselines=False, report=False).result
+
+
+def test_natural_partition_by_site_and_by_a_column(tmp_path) -> None:
+    result = _by_column("site", tmp_path / "site")
     names = (tmp_path / "site" / "partition.csv").read_text().splitlines()[1:]
     assert [n.split(",")[0] for n in names] == [
         "cleveland",
@@ -196,14 +197,7 @@ def test_natural_partition_by_site_and_by_a_column(tmp_path) -> None:
         "va-long-beach",
     ]
     assert result.simulation.sites == 4
-    by_cp = short(
-        SCALE,
-        rounds=1,
-        simulation={
-            "virtualSites": {"partitioner": {"type": "column", "column": "cp"}, "count": None}
-        },
-    )
-    result = run(by_cp, out=tmp_path / "cp", baselines=False, report=False).result
+    result = _by_column("cp", tmp_path / "cp")
     assert result.simulation.sites == 4  # the four chest-pain types
 
 
