@@ -171,6 +171,12 @@ class Service:
                 f"(enabled: {', '.join(self.backends)})"
             )
         row = self._experiment_row(experiment_id)
+        if backend == "fast" and parse_experiment(row.spec).privacy.secure:
+            raise ConflictError(
+                "privacy.secureAggregation: the fast backend runs every site in this "
+                "service's process, and SecAgg+ needs Flower's messages: launch it on the "
+                "kubernetes backend"
+            )
         rounds = int(row.spec["training"]["rounds"])
         run = RunRow(
             id=str(uuid.uuid4()),

@@ -158,3 +158,18 @@ def test_a_cancelled_run_resumes_from_its_checkpoint_to_the_end(client):
         f"run {run_id!r} is succeeded on fast: only an interrupted or cancelled run of the "
         "fast backend can be resumed"
     )
+
+
+def test_a_secure_aggregation_spec_is_refused_on_the_fast_backend_before_a_run_exists(client):
+    spec = heart_spec()
+    spec["privacy"] = {"secureAggregation": {"enabled": True}}
+    experiment_id = create(client, spec)
+
+    refused = client.post(f"/api/experiments/{experiment_id}/runs", json={})
+
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        "privacy.secureAggregation: the fast backend runs every site in this service's "
+        "process, and SecAgg+ needs Flower's messages: launch it on the kubernetes backend"
+    )
+    assert client.get("/api/runs").json() == []

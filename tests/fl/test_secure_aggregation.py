@@ -305,8 +305,13 @@ def test_the_in_process_transport_cannot_be_asked_for_it(tmp_path: Path) -> None
     experiment = _spec(tmp_path)
     federation = Federation(experiment, InProcessTransport(experiment))
     setup = federation.setup()
-    with pytest.raises(TrainingError, match=r"privacy\.secureAggregation needs Flower.s messages"):
+    with pytest.raises(TrainingError) as error:
         federation.run_rounds(setup, _start(setup))
+
+    assert str(error.value) == (
+        "privacy.secureAggregation needs Flower's messages (SecAgg+): run with --engine "
+        "flower, --backend local or --backend kubernetes"
+    )
 
 
 def _start(setup: Any) -> Any:
@@ -316,34 +321,78 @@ def _start(setup: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("sizes", "overrides", "message"),
     [
         (
+            (200, 150, 100),
             {"strategy": {"name": "fedavg", "minSites": 1}},
-            "strategy.minSites 1 would let a round's sum be one site's update",
+            "privacy.secureAggregation: strategy.minSites 1 would let a round's sum be one "
+            "site's update; set it to at least 2",
         ),
         (
+            (200, 150, 100),
             {"privacy": {"secureAggregation": {"quantizationBits": 31}}},
-            "3 sites x 2**31 reaches the masks' modulus 2**32",
+            "privacy.secureAggregation.quantizationBits 31: 3 sites x 2**31 reaches the masks' "
+            "modulus 2**32 (the sum would wrap); use fewer bits",
+        ),
+        (
+            (100,),
+            {},
+            "privacy.secureAggregation: one site's sum is its own update; it needs at least 2 "
+            "sites",
         ),
     ],
+    ids=["min-sites-1", "sum-would-wrap", "one-site"],
 )
 def test_spec_refuses_a_secure_aggregation_that_protects_nothing(
-    tmp_path: Path, overrides: dict[str, Any], message: str
+    tmp_path: Path, sizes: tuple[int, ...], overrides: dict[str, Any], message: str
 ) -> None:
     from medfl.errors import SpecError
 
-    with pytest.raises(SpecError, match=message.replace("*", r"\*")):
-        _spec(tmp_path, **overrides)
+    with pytest.raises(SpecError) as error:
+        _spec(tmp_path, sizes, **overrides)
+
+    assert error.value.problems == [("", message)]
 
 
-def test_spec_refuses_secure_aggregation_of_one_site(tmp_path: Path) -> None:
-    from medfl.errors import SpecError
+def test_a_search_in_one_process_refuses_it_before_any_trial(tmp_path: Path) -> None:
+    from medfl.tuning import tune
 
-    with pytest.raises(
-        SpecError, match="one site's sum is its own update; it needs at least 2 sites"
-    ):
-        parse_experiment(make_sites(tmp_path, (100,), **SECURE))
+    experiment = _spec(tmp_path)
+
+    with pytest.raises(UsageError) as error:
+        tune(experiment, out=tmp_path / "search")
+
+    assert str(error.value) == (
+        "privacy.secureAggregation: trials in one process pass updates in memory (the fast "
+        "engine); search over a federation (--backend local or --server) for SecAgg+"
+    )
+    assert not (tmp_path / "search").exists()
+
+
+def test_an_unmasked_sum_the_model_cannot_take_is_named() -> None:
+    from medfl.training._secure import SecureSum
+
+    current = [np.zeros((1, 3)), np.zeros(1)]
+    wrong_shape = SecureSum([np.zeros((1, 2)), np.zeros(1)], 2, {}, {})
+    not_finite = SecureSum([np.array([[0.0, np.inf, 0.0]]), np.zeros(1)], 2, {}, {})
+    no_bit = SecureSum([np.zeros((1, 3)), np.zeros(1)], 2, {}, {})
+
+    assert wrong_shape.check(current, 3, bit=False) == (
+        "round 3: the unmasked sum does not match the model's shapes"
+    )
+    assert not_finite.check(current, 3, bit=False) == "round 3: the unmasked sum is not finite"
+    assert no_bit.check(current, 3, bit=False) is None
+    assert no_bit.check(current, 3, bit=True) == (
+        "round 3: the unmasked sum does not match the model's shapes"
+    )
+
+
+def test_masks_need_a_power_of_two_range() -> None:
+    with pytest.raises(ValueError) as error:
+        _secagg.masks(b"\0" * 32, 3 * 2**20, [(2,)])
+
+    assert str(error.value) == "the masks' range 3145728 is not a power of 2 up to 2**32"
 
 
 @pytest.mark.ray
